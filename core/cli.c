@@ -1,0 +1,485 @@
+/* Command line: getopt_long over one option table that also writes --help. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/config.h"
+#include "core/sipuri.h"
+#include "core/worker.h"
+
+#ifndef SIPEDGE_VERSION
+#define SIPEDGE_VERSION "unknown"
+#endif
+
+enum {
+    OPT_WORKERS = 'w',
+    OPT_LISTEN = 'l',
+    OPT_UPSTREAM = 'u',
+    OPT_HELP = 'h',
+    OPT_VERSION = 'V',
+    OPT_ADVERTISE = 256,
+    OPT_PEER,
+    OPT_REGISTRAR,
+    OPT_FLOW_SECRET,
+    OPT_TLS_CERT,
+    OPT_TLS_KEY,
+    OPT_TLS_CA,
+    OPT_TLS_MUTUAL,
+    OPT_TLS_HS_TIMEOUT,
+    OPT_DNS_SERVER,
+    OPT_OOS_CHECK,
+    OPT_OOS_FORCE,
+    OPT_MAX_CONNECTIONS,
+    OPT_MAX_MESSAGE_SIZE,
+    OPT_OVERLOAD_DIALOG_RATE,
+    OPT_STATS_LISTEN,
+    OPT_STATS_TLS,
+    OPT_LOG_LEVEL,
+    OPT_LOG_FORMAT,
+};
+
+/* Each accepted option, with what --help says about it. */
+struct cli_opt {
+    const char *name;
+    int id;
+    const char *arg; /* NULL: a switch */
+    const char *help;
+};
+
+static const struct cli_opt cli_opts[] = {
+    {"workers", OPT_WORKERS, "N", "worker threads, 1..64 (default: online CPUs)"},
+    {"listen", OPT_LISTEN, "PROTO:HOST:PORT",
+     "PROTO udp, tcp or tls; IPv6 as [::1]; repeatable, up to 16\n"
+     "(default: udp:127.0.0.1:5060 and tcp:127.0.0.1:5060,\n"
+     "and tls:127.0.0.1:5061 with --tls-cert)"},
+    {"advertise", OPT_ADVERTISE, "HOST",
+     "host written into Via, Record-Route and Path\n(default: the listener's address)"},
+    {"upstream", OPT_UPSTREAM, "URI",
+     "SIP Server: sip:HOST[:PORT][;transport=udp|tcp|tls]\n"
+     "or sips:DOMAIN; twice = primary then backup\n"
+     "(default: none, the built-in registrar answers)"},
+    {"peer", OPT_PEER, "DOMAIN=URI", "proxy for a peer site's DOMAIN; repeatable, up to 16"},
+    {"registrar", OPT_REGISTRAR, NULL,
+     "built-in registrar/location service\n(default: on when no --upstream)"},
+    {"flow-secret", OPT_FLOW_SECRET, "FILE",
+     "key for flow-token HMACs, shared by a pool\n(default: random per process)"},
+    {"tls-cert", OPT_TLS_CERT, "FILE", "PEM certificate, chain allowed (default: no TLS)"},
+    {"tls-key", OPT_TLS_KEY, "FILE", "PEM private key, required with --tls-cert"},
+    {"tls-ca", OPT_TLS_CA, "FILE", "PEM CA certificates to verify peers (default: none)"},
+    {"tls-mutual", OPT_TLS_MUTUAL, NULL,
+     "require and verify peer certificates, needs --tls-ca\n(default: off)"},
+    {"tls-handshake-timeout", OPT_TLS_HS_TIMEOUT, "MS",
+     "TLS handshake time limit, 1..600000 (default: 5000)"},
+    {"dns-server", OPT_DNS_SERVER, "HOST[:PORT]",
+     "DNS server, IP literal; repeatable, up to 4\n(default: the system resolver)"},
+    {"oos-check", OPT_OOS_CHECK, "SEC",
+     "OPTIONS probe interval to the active upstream,\n1..3600 (default: 5)"},
+    {"oos-force", OPT_OOS_FORCE, "SEC",
+     "probe interval while no upstream answers,\n1..3600 (default: 5)"},
+    {"max-connections", OPT_MAX_CONNECTIONS, "N",
+     "accepted TCP/TLS connections per process,\n1..4194304 (default: 65536)"},
+    {"max-message-size", OPT_MAX_MESSAGE_SIZE, "BYTES",
+     "largest SIP message, 512..1048576 (default: 65535)"},
+    {"overload-dialog-rate", OPT_OVERLOAD_DIALOG_RATE, "N",
+     "INVITE/s above which new INVITEs get 503,\n0 = off (default: 0)"},
+    {"stats-listen", OPT_STATS_LISTEN, "HOST:PORT", "management HTTP address (default: off)"},
+    {"stats-tls", OPT_STATS_TLS, NULL,
+     "serve management over TLS, needs --tls-cert\n(default: off)"},
+    {"log-level", OPT_LOG_LEVEL, "LEVEL", "error, warn, info or debug (default: info)"},
+    {"log-format", OPT_LOG_FORMAT, "FORMAT", "text or json (default: text)"},
+    {"help", OPT_HELP, NULL, "print this help and exit"},
+    {"version", OPT_VERSION, NULL, "print the version and exit"},
+};
+
+#define NOPTS (sizeof(cli_opts) / sizeof(cli_opts[0]))
+
+static const struct cli_opt *opt_by_id(int id)
+{
+    for (size_t i = 0; i < NOPTS; i++)
+        if (cli_opts[i].id == id) return &cli_opts[i];
+    return NULL;
+}
+
+static void print_help(void)
+{
+    printf("Usage: sipedge [OPTION]...\nEdge SIP proxy for UDP, TCP and TLS.\n\n");
+    for (size_t i = 0; i < NOPTS; i++) {
+        const struct cli_opt *o = &cli_opts[i];
+        char left[64];
+        if (o->id < 256)
+            snprintf(left, sizeof(left), "-%c, --%s%s%s", o->id, o->name, o->arg ? " " : "",
+                     o->arg ? o->arg : "");
+        else
+            snprintf(left, sizeof(left), "    --%s%s%s", o->name, o->arg ? " " : "",
+                     o->arg ? o->arg : "");
+        printf("  %-30s ", left);
+        for (const char *h = o->help, *nl; *h; h = nl + 1) { /* continuation lines indented */
+            nl = strchr(h, '\n');
+            if (!nl) {
+                printf("%s\n", h);
+                break;
+            }
+            printf("%.*s\n%33s", (int)(nl - h), h, "");
+        }
+    }
+    printf("\nBad options exit with status 2. SIGTERM and SIGINT stop accepting, let\n"
+           "in-flight transactions finish (up to 5 s; a second signal cuts it short)\n"
+           "and exit 0.\n");
+}
+
+/* Prints the one error line and returns 2. */
+static int bad(int id, const char *reason)
+{
+    const struct cli_opt *o = opt_by_id(id);
+    fprintf(stderr, "sipedge: --%s: %s\n", o ? o->name : "?", reason);
+    return 2;
+}
+
+static bool parse_uint(const char *s, uint64_t lo, uint64_t hi, unsigned *out)
+{
+    uint64_t v;
+    if (!slice_to_u64(slice_make(s, strlen(s)), hi, &v) || v < lo) return false;
+    *out = (unsigned)v;
+    return true;
+}
+
+static bool copy_str(char *dst, size_t cap, const char *src)
+{
+    size_t n = strlen(src);
+    if (n == 0 || n >= cap) return false;
+    memcpy(dst, src, n + 1);
+    return true;
+}
+
+static bool printable(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s <= ' ' || (unsigned char)*s == 0x7f) return false;
+    return true;
+}
+
+/* PROTO:HOST:PORT, HOST an IPv4 literal or a bracketed IPv6 literal. */
+static int parse_listen(struct listen_cfg *l, const char *arg)
+{
+    const char *colon = strchr(arg, ':');
+    struct slice proto;
+
+    if (!colon) return -EINVAL;
+    proto = slice_make(arg, (size_t)(colon - arg));
+    if (slice_case_eq_lit(proto, "udp"))
+        l->proto = SIP_TRANSPORT_UDP;
+    else if (slice_case_eq_lit(proto, "tcp"))
+        l->proto = SIP_TRANSPORT_TCP;
+    else if (slice_case_eq_lit(proto, "tls"))
+        l->proto = SIP_TRANSPORT_TLS;
+    else
+        return -EPROTONOSUPPORT;
+    if (netaddr_parse(&l->addr, slice_make(colon + 1, strlen(colon + 1))) < 0 ||
+        netaddr_port(&l->addr) == 0)
+        return -EINVAL;
+    /* The host as given (IPv6 keeps its brackets), ready for a hostport. */
+    const char *host = colon + 1, *port = strrchr(host, ':');
+    if ((size_t)(port - host) >= sizeof(l->host)) return -EINVAL;
+    memcpy(l->host, host, (size_t)(port - host));
+    l->host[port - host] = '\0';
+    return 0;
+}
+
+/* sip: or sips: followed by something that looks like a host. */
+static bool valid_sip_uri(const char *s)
+{
+    size_t skip;
+
+    if (strncasecmp(s, "sip:", 4) == 0)
+        skip = 4;
+    else if (strncasecmp(s, "sips:", 5) == 0)
+        skip = 5;
+    else
+        return false;
+    s += skip;
+    if (strchr(s, '@')) s = strchr(s, '@') + 1;
+    return *s != '\0' && *s != ';' && *s != ':' && printable(s);
+}
+
+/* Checks FILE can be opened for reading now; the reason goes to *why. */
+static bool readable_file(const char *path, bool need_content, const char **why)
+{
+    struct stat st;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0) {
+        *why = strerror(errno);
+        return false;
+    }
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        *why = "not a regular file";
+        return false;
+    }
+    close(fd);
+    if (need_content && st.st_size == 0) {
+        *why = "file is empty";
+        return false;
+    }
+    return true;
+}
+
+static int file_opt(int id, char *dst, size_t cap, const char *arg, bool need_content)
+{
+    char line[640];
+    const char *why;
+
+    if (!copy_str(dst, cap, arg)) return bad(id, "path empty or too long");
+    if (!readable_file(arg, need_content, &why)) {
+        snprintf(line, sizeof(line), "%s: %s", arg, why);
+        return bad(id, line);
+    }
+    return 0;
+}
+
+static unsigned online_cpus(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 1) return 1;
+    return n > WORKER_MAX ? WORKER_MAX : (unsigned)n;
+}
+
+static void set_defaults(struct config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->workers = online_cpus();
+    cfg->tls_handshake_timeout_ms = 5000;
+    cfg->oos_check_s = 5;
+    cfg->oos_force_s = 5;
+    cfg->max_connections = 65536;
+    cfg->max_message_size = 65535;
+    cfg->log_level = LOG_INFO;
+}
+
+static void add_default_listener(struct config *cfg, uint8_t proto, int port)
+{
+    struct listen_cfg *l = &cfg->listen[cfg->nlisten++];
+    l->proto = proto;
+    netaddr_from_ip(&l->addr, SLICE_LIT("127.0.0.1"), port);
+    snprintf(l->host, sizeof(l->host), "127.0.0.1");
+}
+
+/* Checks that need every flag seen, then fills in what depends on others. */
+static int finish(struct config *cfg)
+{
+    bool tls_listener = false;
+
+    if (cfg->tls_key[0] && !cfg->tls_cert[0]) return bad(OPT_TLS_CERT, "required with --tls-key");
+    if (cfg->tls_cert[0] && !cfg->tls_key[0]) return bad(OPT_TLS_KEY, "required with --tls-cert");
+    if (cfg->tls_mutual && !cfg->tls_ca[0]) return bad(OPT_TLS_MUTUAL, "needs --tls-ca");
+    if (cfg->stats_tls && !cfg->tls_cert[0]) return bad(OPT_STATS_TLS, "needs --tls-cert");
+    if (cfg->stats_tls && !cfg->stats_listen[0]) return bad(OPT_STATS_TLS, "needs --stats-listen");
+    for (unsigned i = 0; i < cfg->nlisten; i++)
+        tls_listener |= cfg->listen[i].proto == SIP_TRANSPORT_TLS;
+    if (tls_listener && !cfg->tls_cert[0])
+        return bad(OPT_LISTEN, "a tls listener needs --tls-cert");
+
+    if (cfg->nlisten == 0) {
+        add_default_listener(cfg, SIP_TRANSPORT_UDP, 5060);
+        add_default_listener(cfg, SIP_TRANSPORT_TCP, 5060);
+        if (cfg->tls_cert[0]) add_default_listener(cfg, SIP_TRANSPORT_TLS, 5061);
+    }
+    if (cfg->nupstream == 0) cfg->registrar = true;
+    return 0;
+}
+
+static int apply(struct config *cfg, int id, const char *arg)
+{
+    char *eq;
+
+    switch (id) {
+    case OPT_WORKERS:
+        if (!parse_uint(arg, 1, WORKER_MAX, &cfg->workers))
+            return bad(id, "must be a number in 1..64");
+        return 0;
+    case OPT_LISTEN:
+        if (cfg->nlisten == CONFIG_MAX_LISTEN) return bad(id, "more than 16 listeners");
+        switch (parse_listen(&cfg->listen[cfg->nlisten], arg)) {
+        case 0:
+            cfg->nlisten++;
+            return 0;
+        case -EPROTONOSUPPORT:
+            return bad(id, "PROTO must be udp, tcp or tls");
+        default:
+            return bad(id, "expected PROTO:HOST:PORT with an IP literal HOST and PORT 1..65535");
+        }
+    case OPT_ADVERTISE:
+        if (!printable(arg) || !copy_str(cfg->advertise, sizeof(cfg->advertise), arg))
+            return bad(id, "HOST must be 1..255 printable characters");
+        return 0;
+    case OPT_UPSTREAM:
+        if (cfg->nupstream == 2) return bad(id, "given more than twice");
+        if (!valid_sip_uri(arg) ||
+            !copy_str(cfg->upstream[cfg->nupstream], sizeof(cfg->upstream[0]), arg))
+            return bad(id, "expected a sip: or sips: URI");
+        cfg->nupstream++;
+        return 0;
+    case OPT_PEER: {
+        if (cfg->npeers == CONFIG_MAX_PEERS) return bad(id, "more than 16 peers");
+        struct peer_cfg *p = &cfg->peers[cfg->npeers];
+        eq = strchr(arg, '=');
+        if (!eq || eq == arg || (size_t)(eq - arg) >= sizeof(p->domain))
+            return bad(id, "expected DOMAIN=URI");
+        memcpy(p->domain, arg, (size_t)(eq - arg));
+        p->domain[eq - arg] = '\0';
+        if (!printable(p->domain) || !valid_sip_uri(eq + 1) ||
+            !copy_str(p->uri, sizeof(p->uri), eq + 1))
+            return bad(id, "expected DOMAIN=URI with a sip: or sips: URI");
+        cfg->npeers++;
+        return 0;
+    }
+    case OPT_REGISTRAR:
+        cfg->registrar = true;
+        return 0;
+    case OPT_FLOW_SECRET:
+        return file_opt(id, cfg->flow_secret_file, sizeof(cfg->flow_secret_file), arg, true);
+    case OPT_TLS_CERT:
+        return file_opt(id, cfg->tls_cert, sizeof(cfg->tls_cert), arg, true);
+    case OPT_TLS_KEY:
+        return file_opt(id, cfg->tls_key, sizeof(cfg->tls_key), arg, true);
+    case OPT_TLS_CA:
+        return file_opt(id, cfg->tls_ca, sizeof(cfg->tls_ca), arg, true);
+    case OPT_TLS_MUTUAL:
+        cfg->tls_mutual = true;
+        return 0;
+    case OPT_TLS_HS_TIMEOUT:
+        if (!parse_uint(arg, 1, 600000, &cfg->tls_handshake_timeout_ms))
+            return bad(id, "must be a number of milliseconds in 1..600000");
+        return 0;
+    case OPT_DNS_SERVER: {
+        struct netaddr a;
+        if (cfg->ndns == CONFIG_MAX_DNS) return bad(id, "more than 4 servers");
+        if (netaddr_parse(&a, slice_make(arg, strlen(arg))) < 0 &&
+            netaddr_from_ip(&a, slice_make(arg, strlen(arg)), 53) < 0)
+            return bad(id, "expected an IP literal, IP:PORT or [IPv6]:PORT");
+        if (!copy_str(cfg->dns_servers[cfg->ndns], sizeof(cfg->dns_servers[0]), arg))
+            return bad(id, "too long");
+        cfg->ndns++;
+        return 0;
+    }
+    case OPT_OOS_CHECK:
+        if (!parse_uint(arg, 1, 3600, &cfg->oos_check_s))
+            return bad(id, "must be a number of seconds in 1..3600");
+        return 0;
+    case OPT_OOS_FORCE:
+        if (!parse_uint(arg, 1, 3600, &cfg->oos_force_s))
+            return bad(id, "must be a number of seconds in 1..3600");
+        return 0;
+    case OPT_MAX_CONNECTIONS:
+        if (!parse_uint(arg, 1, 1u << 22, &cfg->max_connections))
+            return bad(id, "must be a number in 1..4194304");
+        return 0;
+    case OPT_MAX_MESSAGE_SIZE:
+        if (!parse_uint(arg, 512, 1u << 20, &cfg->max_message_size))
+            return bad(id, "must be a number of bytes in 512..1048576");
+        return 0;
+    case OPT_OVERLOAD_DIALOG_RATE:
+        if (!parse_uint(arg, 0, 1000000, &cfg->overload_dialog_rate))
+            return bad(id, "must be a number in 0..1000000");
+        return 0;
+    case OPT_STATS_LISTEN: {
+        struct netaddr a;
+        if (netaddr_parse(&a, slice_make(arg, strlen(arg))) < 0 || netaddr_port(&a) == 0 ||
+            !copy_str(cfg->stats_listen, sizeof(cfg->stats_listen), arg))
+            return bad(id, "expected HOST:PORT with an IP literal HOST");
+        return 0;
+    }
+    case OPT_STATS_TLS:
+        cfg->stats_tls = true;
+        return 0;
+    case OPT_LOG_LEVEL: {
+        static const char *const names[] = {"error", "warn", "info", "debug"};
+        for (unsigned i = 0; i < 4; i++) {
+            if (strcmp(arg, names[i]) == 0) {
+                cfg->log_level = (enum log_level)i;
+                return 0;
+            }
+        }
+        return bad(id, "must be error, warn, info or debug");
+    }
+    case OPT_LOG_FORMAT:
+        if (strcmp(arg, "text") == 0)
+            cfg->log_json = false;
+        else if (strcmp(arg, "json") == 0)
+            cfg->log_json = true;
+        else
+            return bad(id, "must be text or json");
+        return 0;
+    default:
+        return bad(id, "not handled");
+    }
+}
+
+/* Names the option argv[optind - 1] spelled, for getopt's own errors. */
+static void bad_spelling(const char *arg, const char *reason)
+{
+    const char *eq = strchr(arg, '=');
+    int n = eq ? (int)(eq - arg) : (int)strlen(arg);
+    fprintf(stderr, "sipedge: %.*s: %s\n", n, arg, reason);
+}
+
+int config_from_args(struct config *cfg, int argc, char **argv)
+{
+    struct option longopts[NOPTS + 1];
+    char shortopts[3 * NOPTS + 3];
+    size_t ns = 0;
+    int c, rc;
+
+    set_defaults(cfg);
+    /* '+': stop at the first non-option; ':' report a missing argument as ':'. */
+    shortopts[ns++] = '+';
+    shortopts[ns++] = ':';
+    for (size_t i = 0; i < NOPTS; i++) {
+        longopts[i] =
+            (struct option){cli_opts[i].name, cli_opts[i].arg ? required_argument : no_argument,
+                            NULL, cli_opts[i].id};
+        if (cli_opts[i].id < 256) {
+            shortopts[ns++] = (char)cli_opts[i].id;
+            if (cli_opts[i].arg) shortopts[ns++] = ':';
+        }
+    }
+    longopts[NOPTS] = (struct option){0};
+    shortopts[ns] = '\0';
+
+    optind = 0; /* full re-initialisation, so the parser can run more than once */
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1) {
+        switch (c) {
+        case OPT_HELP:
+            print_help();
+            return 1;
+        case OPT_VERSION:
+            printf("sipedge %s\n", SIPEDGE_VERSION);
+            return 1;
+        case ':':
+            if (optopt && opt_by_id(optopt)) return bad(optopt, "requires an argument");
+            bad_spelling(argv[optind - 1], "requires an argument");
+            return 2;
+        case '?':
+            if (optopt && opt_by_id(optopt)) return bad(optopt, "takes no argument");
+            if (optopt)
+                fprintf(stderr, "sipedge: -%c: unknown option\n", optopt);
+            else
+                bad_spelling(argv[optind - 1], "unknown or ambiguous option");
+            return 2;
+        default:
+            rc = apply(cfg, c, optarg);
+            if (rc) return rc;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "sipedge: %s: unexpected argument\n", argv[optind]);
+        return 2;
+    }
+    return finish(cfg);
+}

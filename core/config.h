@@ -1,0 +1,58 @@
+/* The configuration: built from the command line once, read-only afterwards. */
+#ifndef SIPEDGE_CONFIG_H
+#define SIPEDGE_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/netaddr.h"
+
+#define CONFIG_MAX_LISTEN 16
+#define CONFIG_MAX_PEERS 16
+#define CONFIG_MAX_DNS 4
+
+struct listen_cfg {
+    uint8_t proto;            /* enum sip_transport: UDP, TCP or TLS */
+    struct netaddr addr;
+    char host[64];            /* as given, for logs and Via/Record-Route */
+};
+
+struct peer_cfg {
+    char domain[256];
+    char uri[512];
+};
+
+enum log_level { LOG_ERR = 0, LOG_WARN, LOG_INFO, LOG_DEBUG };
+
+struct config {
+    unsigned workers;
+    struct listen_cfg listen[CONFIG_MAX_LISTEN];
+    unsigned nlisten;
+    char advertise[256];      /* empty: the listener's own address */
+    char upstream[2][512];    /* primary, backup; empty when absent */
+    unsigned nupstream;
+    struct peer_cfg peers[CONFIG_MAX_PEERS];
+    unsigned npeers;
+    bool registrar;
+    char flow_secret_file[512];
+    char tls_cert[512], tls_key[512], tls_ca[512];
+    bool tls_mutual;
+    unsigned tls_handshake_timeout_ms;
+    char dns_servers[CONFIG_MAX_DNS][128];
+    unsigned ndns;
+    unsigned oos_check_s, oos_force_s;
+    unsigned max_connections;
+    unsigned max_message_size;
+    unsigned overload_dialog_rate; /* 0: off */
+    char stats_listen[128];
+    bool stats_tls;
+    enum log_level log_level;
+    bool log_json;
+};
+
+/* Parses argv into cfg with defaults applied. On a bad flag or value prints
+ * one line "sipedge: --flag: reason" to stderr and returns 2; returns 1 after
+ * printing --help or --version (exit 0); returns 0 to run. */
+int config_from_args(struct config *cfg, int argc, char **argv);
+
+#endif

@@ -1,0 +1,114 @@
+/* sipedge entry point: parse flags, run the workers, handle signals. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/config.h"
+#include "core/log.h"
+#include "core/sipuri.h"
+#include "core/worker.h"
+
+#define DRAIN_LIMIT_MS 5000
+#define DRAIN_POLL_MS  50
+
+static const char *proto_name(uint8_t proto)
+{
+    return proto == SIP_TRANSPORT_UDP ? "udp" : proto == SIP_TRANSPORT_TCP ? "tcp" : "tls";
+}
+
+static void log_startup(const struct config *cfg)
+{
+    char list[CONFIG_MAX_LISTEN * (NETADDR_STRLEN + 8)];
+    size_t n = 0;
+
+    list[0] = '\0';
+    for (unsigned i = 0; i < cfg->nlisten; i++) {
+        char a[NETADDR_STRLEN];
+        netaddr_str(&cfg->listen[i].addr, a, sizeof(a));
+        n += (size_t)snprintf(list + n, sizeof(list) - n, "%s%s:%s", i ? " " : "",
+                              proto_name(cfg->listen[i].proto), a);
+    }
+    LOG_I("sipedge %s: %u workers, listening on %s%s", SIPEDGE_VERSION, cfg->workers, list,
+          cfg->registrar ? ", registrar on" : "");
+}
+
+/* Waits for up to ms for one of the blocked signals; 0 on timeout. */
+static int wait_signal(const sigset_t *set, long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
+    int sig;
+
+    do
+        sig = ms < 0 ? sigwaitinfo(set, NULL) : sigtimedwait(set, NULL, &ts);
+    while (sig < 0 && errno == EINTR);
+    return sig < 0 ? 0 : sig;
+}
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* SIGTERM/SIGINT: stop accepting, let in-flight transactions finish for up
+ * to DRAIN_LIMIT_MS; a second signal cuts the wait short. */
+static void drain(const sigset_t *set)
+{
+    uint64_t deadline = mono_ms() + DRAIN_LIMIT_MS;
+
+    LOG_I("shutting down: draining for up to %d s", DRAIN_LIMIT_MS / 1000);
+    worker_runtime_drain();
+    while (mono_ms() < deadline) {
+        int sig = wait_signal(set, DRAIN_POLL_MS);
+        if (sig == SIGTERM || sig == SIGINT) {
+            LOG_I("second signal: stopping now");
+            return;
+        }
+        if (sig == 0 && !worker_runtime_busy()) return;
+    }
+    LOG_W("drain time limit reached with work in flight");
+}
+
+int main(int argc, char **argv)
+{
+    static struct config cfg;
+    sigset_t set;
+    int rc, sig;
+
+    rc = config_from_args(&cfg, argc, argv);
+    if (rc) return rc == 1 ? 0 : 2;
+    log_init(&cfg);
+
+    /* Blocked before any thread starts, so every worker inherits the mask
+     * and only this thread receives them. Writes use MSG_NOSIGNAL; SIGPIPE
+     * is ignored as a second line. */
+    signal(SIGPIPE, SIG_IGN);
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+
+    rc = worker_runtime_start(&cfg);
+    if (rc < 0) {
+        LOG_E("cannot start: %s", strerror(-rc));
+        return 1;
+    }
+    log_startup(&cfg);
+
+    for (;;) {
+        sig = wait_signal(&set, -1);
+        if (sig == SIGHUP) {
+            LOG_I("reload requested");
+            continue;
+        }
+        if (sig == SIGTERM || sig == SIGINT) break;
+    }
+    drain(&set);
+    worker_runtime_stop();
+    LOG_I("stopped");
+    return 0;
+}

@@ -1,0 +1,183 @@
+/* Socket addresses: parsing literals, printing, comparing and hashing. */
+#include "core/netaddr.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+/* Longest literal inet_pton accepts: a full IPv6 with embedded IPv4. */
+#define IP_LITERAL_MAX 45
+
+int netaddr_from_ip(struct netaddr *a, struct slice ip, int port)
+{
+    char buf[IP_LITERAL_MAX + 1];
+
+    if (ip.len == 0 || ip.len > IP_LITERAL_MAX || port < 0 || port > 65535) return -EINVAL;
+    memcpy(buf, ip.ptr, ip.len);
+    buf[ip.len] = '\0';
+    if (memchr(buf, '\0', ip.len)) return -EINVAL;
+
+    memset(a, 0, sizeof(*a));
+    if (memchr(ip.ptr, ':', ip.len)) {
+        if (inet_pton(AF_INET6, buf, &a->in6.sin6_addr) != 1) return -EINVAL;
+        a->in6.sin6_family = AF_INET6;
+        a->in6.sin6_port = htons((uint16_t)port);
+        a->len = sizeof(a->in6);
+    } else {
+        if (inet_pton(AF_INET, buf, &a->in4.sin_addr) != 1) return -EINVAL;
+        a->in4.sin_family = AF_INET;
+        a->in4.sin_port = htons((uint16_t)port);
+        a->len = sizeof(a->in4);
+    }
+    return 0;
+}
+
+int netaddr_parse(struct netaddr *a, struct slice hostport)
+{
+    const char *p = hostport.ptr, *end = hostport.ptr + hostport.len;
+    struct slice ip;
+    const char *colon;
+    uint64_t port;
+
+    if (hostport.len == 0) return -EINVAL;
+    if (*p == '[') {
+        const char *close = memchr(p, ']', hostport.len);
+        if (!close || close + 1 == end || close[1] != ':') return -EINVAL;
+        ip = slice_make(p + 1, (size_t)(close - p - 1));
+        colon = close + 1;
+        if (!memchr(ip.ptr, ':', ip.len)) /* brackets are for IPv6 only */
+            return -EINVAL;
+    } else {
+        colon = memchr(p, ':', hostport.len);
+        if (!colon || memchr(colon + 1, ':', (size_t)(end - colon - 1)))
+            return -EINVAL; /* no port, or an unbracketed IPv6 */
+        ip = slice_make(p, (size_t)(colon - p));
+    }
+    if (!slice_to_u64(slice_make(colon + 1, (size_t)(end - colon - 1)), 65535, &port))
+        return -EINVAL;
+    return netaddr_from_ip(a, ip, (int)port);
+}
+
+bool netaddr_eq(const struct netaddr *a, const struct netaddr *b)
+{
+    if (a->sa.sa_family != b->sa.sa_family) return false;
+    switch (a->sa.sa_family) {
+    case AF_INET:
+        return a->in4.sin_port == b->in4.sin_port &&
+               a->in4.sin_addr.s_addr == b->in4.sin_addr.s_addr;
+    case AF_INET6:
+        return a->in6.sin6_port == b->in6.sin6_port &&
+               a->in6.sin6_scope_id == b->in6.sin6_scope_id &&
+               memcmp(&a->in6.sin6_addr, &b->in6.sin6_addr, sizeof(a->in6.sin6_addr)) == 0;
+    default:
+        return false;
+    }
+}
+
+int netaddr_port(const struct netaddr *a)
+{
+    switch (a->sa.sa_family) {
+    case AF_INET:
+        return ntohs(a->in4.sin_port);
+    case AF_INET6:
+        return ntohs(a->in6.sin6_port);
+    default:
+        return 0;
+    }
+}
+
+size_t netaddr_ip_str(const struct netaddr *a, char *buf, size_t cap)
+{
+    const void *src;
+
+    if (cap == 0) return 0;
+    buf[0] = '\0';
+    if (a->sa.sa_family == AF_INET)
+        src = &a->in4.sin_addr;
+    else if (a->sa.sa_family == AF_INET6)
+        src = &a->in6.sin6_addr;
+    else
+        return 0;
+    if (!inet_ntop(a->sa.sa_family, src, buf, (socklen_t)(cap > 65535 ? 65535 : cap))) {
+        buf[0] = '\0';
+        return 0;
+    }
+    return strlen(buf);
+}
+
+size_t netaddr_str(const struct netaddr *a, char *buf, size_t cap)
+{
+    char ip[INET6_ADDRSTRLEN];
+    int n;
+
+    if (cap == 0) return 0;
+    if (netaddr_ip_str(a, ip, sizeof(ip)) == 0) {
+        n = snprintf(buf, cap, "?");
+    } else if (a->sa.sa_family == AF_INET6) {
+        n = snprintf(buf, cap, "[%s]:%d", ip, netaddr_port(a));
+    } else {
+        n = snprintf(buf, cap, "%s:%d", ip, netaddr_port(a));
+    }
+    if (n < 0 || (size_t)n >= cap) { /* never report a truncated address */
+        buf[0] = '\0';
+        return 0;
+    }
+    return (size_t)n;
+}
+
+/* splitmix64 finaliser: every input bit affects every output bit. */
+static uint64_t mix64(uint64_t x)
+{
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    x ^= x >> 31;
+    return x;
+}
+
+uint64_t netaddr_hash(const struct netaddr *a)
+{
+    uint64_t w[2];
+
+    switch (a->sa.sa_family) {
+    case AF_INET:
+        return mix64(((uint64_t)a->in4.sin_addr.s_addr << 16 | a->in4.sin_port) ^ (uint64_t)AF_INET
+                                                                                      << 56);
+    case AF_INET6:
+        memcpy(w, &a->in6.sin6_addr, sizeof(w));
+        return mix64(mix64(w[0] ^ a->in6.sin6_port) ^ w[1] ^ (uint64_t)a->in6.sin6_scope_id << 32);
+    default:
+        return 0;
+    }
+}
+
+static bool ipv4_forbidden(uint32_t host_order)
+{
+    return host_order == INADDR_ANY || host_order == INADDR_BROADCAST ||
+           (host_order & 0xf0000000u) == 0xe0000000u; /* 224.0.0.0/4 */
+}
+
+bool netaddr_is_forbidden(const struct netaddr *a)
+{
+    const struct in6_addr *v6;
+    uint32_t v4;
+
+    if (netaddr_port(a) == 0) /* nothing listens there; sendto would fail anyway */
+        return true;
+    switch (a->sa.sa_family) {
+    case AF_INET:
+        return ipv4_forbidden(ntohl(a->in4.sin_addr.s_addr));
+    case AF_INET6:
+        v6 = &a->in6.sin6_addr;
+        if (IN6_IS_ADDR_UNSPECIFIED(v6) || IN6_IS_ADDR_MULTICAST(v6)) return true;
+        if (IN6_IS_ADDR_V4MAPPED(v6)) {
+            memcpy(&v4, &v6->s6_addr[12], sizeof(v4));
+            return ipv4_forbidden(ntohl(v4));
+        }
+        return false;
+    default:
+        return true;
+    }
+}

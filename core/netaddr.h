@@ -1,0 +1,39 @@
+/* Socket addresses: one type for IPv4 and IPv6, with printing and comparison. */
+#ifndef SIPEDGE_NETADDR_H
+#define SIPEDGE_NETADDR_H
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "core/slice.h"
+
+struct netaddr {
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in4;
+        struct sockaddr_in6 in6;
+    };
+    socklen_t len;
+};
+
+#define NETADDR_STRLEN 64 /* "[v6]:port" with NUL */
+
+/* Parses a literal IPv4 or IPv6 address (no brackets) and a port. */
+int netaddr_from_ip(struct netaddr *a, struct slice ip, int port);
+/* "HOST:PORT" or "[V6]:PORT" literal. */
+int netaddr_parse(struct netaddr *a, struct slice hostport);
+bool netaddr_eq(const struct netaddr *a, const struct netaddr *b);
+int netaddr_port(const struct netaddr *a);
+/* Writes the bare IP (IPv6 without brackets) into buf; returns its length. */
+size_t netaddr_ip_str(const struct netaddr *a, char *buf, size_t cap);
+/* Writes "ip:port" ("[ip]:port" for IPv6); returns its length. */
+size_t netaddr_str(const struct netaddr *a, char *buf, size_t cap);
+/* 64-bit hash of address and port, for per-worker tables. */
+uint64_t netaddr_hash(const struct netaddr *a);
+/* True for addresses a proxy must never send to: unspecified, broadcast,
+ * multicast (IPv4-mapped too), port 0, or an unset address. */
+bool netaddr_is_forbidden(const struct netaddr *a);
+
+#endif

@@ -1,0 +1,1323 @@
+/* The transaction-stateful SIP proxy: routing (RFC 3261 §16), transactions
+ * (§17), the built-in registrar, and the replies sipedge makes itself. */
+#include "core/proxy.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "core/log.h"
+#include "core/rewrite.h"
+#include "core/sipmsg.h"
+#include "core/sipuri.h"
+#include "core/txn.h"
+#include "registry/locmap.h"
+
+#define T1_MS 500
+#define T2_MS 4000
+#define TIMER_C_MS 180000
+#define MAX_HDRS 128
+#define OUT_CAP (65536 + 4096)
+#define BRANCH_PREFIX "z9hG4bKSe"
+#define BRANCH_PREFIX_LEN 9
+#define BRANCH_LEN (BRANCH_PREFIX_LEN + 2 + 6 + 8 + 8)
+
+struct upstream {
+    uint8_t proto;
+    struct netaddr addr;
+    char host[256];
+    int port;
+};
+
+struct proxy_worker {
+    struct txn_table txns;
+    struct upstream up[2];
+    unsigned nup;
+    unsigned active; /* index of the upstream in service */
+    struct locmap *loc;
+    bool registrar;
+    struct sipmsg_limits lim;
+    uint64_t stat_absorbed, stat_local_replies, stat_forwarded, stat_timeouts;
+    char out[OUT_CAP];
+    char aux[OUT_CAP];
+};
+
+/* ---- the process-wide location map ---------------------------------- */
+
+static struct locmap *shared_loc;
+static pthread_once_t loc_once = PTHREAD_ONCE_INIT;
+static void loc_create(void) { shared_loc = locmap_new(); }
+
+struct locmap *proxy_locmap(void)
+{
+    pthread_once(&loc_once, loc_create);
+    return shared_loc;
+}
+
+/* ---- small helpers -------------------------------------------------- */
+
+static uint64_t fnv(uint64_t h, struct slice s)
+{
+    for (size_t i = 0; i < s.len; i++)
+        h = (h ^ (unsigned char)s.ptr[i]) * 1099511628211ULL;
+    return (h ^ 0xff) * 1099511628211ULL;
+}
+#define FNV_INIT 1469598103934665603ULL
+
+static int default_port(uint8_t proto) { return proto == SIP_TRANSPORT_TLS ? 5061 : 5060; }
+
+static const char *proto_lc(uint8_t proto)
+{
+    switch (proto) {
+    case SIP_TRANSPORT_TCP: return "tcp";
+    case SIP_TRANSPORT_TLS: return "tls";
+    default: return "udp";
+    }
+}
+
+/* First listener of proto whose address family matches fam (AF_UNSPEC: any). */
+static int pick_listener(const struct worker *w, uint8_t proto, int fam)
+{
+    for (unsigned i = 0; i < w->cfg->nlisten; i++) {
+        const struct listen_cfg *l = &w->cfg->listen[i];
+        if (l->proto == proto && (fam == AF_UNSPEC || l->addr.sa.sa_family == fam))
+            return (int)i;
+    }
+    return -1;
+}
+
+/* Is host:port one of our own addresses? */
+static bool is_local(const struct worker *w, struct slice host, int port)
+{
+    for (unsigned i = 0; i < w->cfg->nlisten; i++) {
+        const char *lh = worker_listener_host(w, i);
+        int lp = worker_listener_port(w, i);
+        int p = port ? port : default_port(w->cfg->listen[i].proto);
+        if (p == lp && slice_case_eq(host, slice_make(lh, strlen(lh))))
+            return true;
+    }
+    return false;
+}
+
+static bool uri_is_local(const struct worker *w, const struct sip_uri *u)
+{
+    if (u->scheme != SIP_SCHEME_SIP && u->scheme != SIP_SCHEME_SIPS)
+        return false;
+    return is_local(w, u->host, u->port);
+}
+
+/* Where a URI sends us: transport, address. Only IP literals resolve here. */
+static int uri_target(const struct sip_uri *u, uint8_t *proto, struct netaddr *dst)
+{
+    uint8_t p = u->transport;
+    if (u->scheme == SIP_SCHEME_SIPS)
+        p = SIP_TRANSPORT_TLS;
+    if (p == SIP_TRANSPORT_NONE)
+        p = SIP_TRANSPORT_UDP;
+    if (p != SIP_TRANSPORT_UDP && p != SIP_TRANSPORT_TCP && p != SIP_TRANSPORT_TLS)
+        return -EPROTONOSUPPORT;
+    struct slice host = u->maddr.len ? u->maddr : u->host;
+    if (slice_case_eq_lit(host, "localhost"))
+        host = SLICE_LIT("127.0.0.1");
+    if (netaddr_from_ip(dst, host, u->port ? u->port : default_port(p)) < 0)
+        return -EHOSTUNREACH;
+    *proto = p;
+    return 0;
+}
+
+/* ---- replies built by sipedge --------------------------------------- */
+
+struct buf {
+    char *p;
+    size_t len, cap;
+    bool overflow;
+};
+
+static void put(struct buf *b, const char *s, size_t n)
+{
+    if (b->len + n > b->cap) {
+        b->overflow = true;
+        return;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+}
+static void puts_(struct buf *b, const char *s) { put(b, s, strlen(s)); }
+static void puts_sl(struct buf *b, struct slice s) { put(b, s.ptr, s.len); }
+static void putf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void putf(struct buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= b->cap - b->len)
+        b->overflow = true;
+    else
+        b->len += (size_t)n;
+}
+
+/* A deterministic To-tag for our own replies, so retransmitted requests get
+ * the same one. */
+static uint32_t reply_tag(const struct sip_msg *m)
+{
+    uint64_t h = fnv(FNV_INIT, m->call_id);
+    const struct sip_hdr *f = sipmsg_hdr(m, SIP_HDR_FROM);
+    if (f)
+        h = fnv(h, f->value);
+    h ^= m->cseq;
+    return (uint32_t)(h ^ (h >> 32));
+}
+
+static const char *reason_of(int code)
+{
+    switch (code) {
+    case 100: return "Trying";
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 408: return "Request Timeout";
+    case 416: return "Unsupported URI Scheme";
+    case 420: return "Bad Extension";
+    case 430: return "Flow Failed";
+    case 480: return "Temporarily Unavailable";
+    case 481: return "Call/Transaction Does Not Exist";
+    case 482: return "Loop Detected";
+    case 483: return "Too Many Hops";
+    case 500: return "Server Internal Error";
+    case 501: return "Not Implemented";
+    case 503: return "Service Unavailable";
+    case 505: return "Version Not Supported";
+    case 513: return "Message Too Large";
+    default: return "Unknown";
+    }
+}
+
+/* Builds a response to request m: Vias (the top one with received/rport),
+ * From, To (with our tag unless 100 or already tagged), Call-ID, CSeq,
+ * `extra` header lines, and an empty body. Returns the length or -1. */
+static ssize_t build_reply(const struct sip_msg *m, const struct rx_info *rx, int code,
+                           const char *warning, const char *extra, char *out, size_t cap)
+{
+    struct buf b = {out, 0, cap, false};
+    putf(&b, "SIP/2.0 %d %s\r\n", code, reason_of(code));
+    bool top = true;
+    for (unsigned i = 0; i < m->nhdrs; i++) {
+        const struct sip_hdr *h = &m->hdrs[i];
+        switch (h->kind) {
+        case SIP_HDR_VIA:
+            puts_(&b, "Via: ");
+            puts_sl(&b, h->value);
+            if (top) {
+                struct sip_via v;
+                char ip[NETADDR_STRLEN];
+                size_t iplen = netaddr_ip_str(&rx->src, ip, sizeof ip);
+                if (sipuri_parse_via(h->value, &v) == 0) {
+                    bool differs = !slice_eq(v.host, slice_make(ip, iplen));
+                    if (v.received.len == 0 && (differs || v.has_rport))
+                        putf(&b, ";received=%s", ip);
+                    if (v.has_rport && v.rport.len == 0)
+                        putf(&b, ";rport=%d", netaddr_port(&rx->src));
+                }
+                top = false;
+            }
+            puts_(&b, "\r\n");
+            break;
+        case SIP_HDR_FROM:
+        case SIP_HDR_CALL_ID:
+        case SIP_HDR_CSEQ:
+            puts_sl(&b, h->name);
+            puts_(&b, ": ");
+            puts_sl(&b, h->value);
+            puts_(&b, "\r\n");
+            break;
+        case SIP_HDR_TO: {
+            puts_(&b, "To: ");
+            puts_sl(&b, h->value);
+            struct sip_addr a;
+            if (code > 100 && sipuri_parse_addr(h->value, &a) == 0 && a.tag.ptr == NULL)
+                putf(&b, ";tag=se%08x", reply_tag(m));
+            puts_(&b, "\r\n");
+            break;
+        }
+        }
+    }
+    if (warning)
+        putf(&b, "Warning: 399 sipedge \"%s\"\r\n", warning);
+    if (extra)
+        puts_(&b, extra);
+    puts_(&b, "Server: sipedge/" SIPEDGE_VERSION "\r\nContent-Length: 0\r\n\r\n");
+    return b.overflow ? -1 : (ssize_t)b.len;
+}
+
+/* Where responses to a request go (RFC 3261 §18.2.2, RFC 3581). */
+static void response_dst(const struct sip_msg *m, const struct rx_info *rx, struct netaddr *dst)
+{
+    *dst = rx->src;
+    const struct sip_hdr *h = sipmsg_hdr(m, SIP_HDR_VIA);
+    struct sip_via v;
+    if (rx->proto != SIP_TRANSPORT_UDP || !h || sipuri_parse_via(h->value, &v) < 0 || v.has_rport)
+        return;
+    int port = v.port ? v.port : 5060;
+    if (dst->sa.sa_family == AF_INET)
+        dst->in4.sin_port = htons((uint16_t)port);
+    else
+        dst->in6.sin6_port = htons((uint16_t)port);
+}
+
+static int send_back(struct worker *w, const struct rx_info *rx, const struct netaddr *dst,
+                     const char *buf, size_t len)
+{
+    int rc = worker_send(w, rx->proto, rx->proto == SIP_TRANSPORT_UDP ? rx->listener : -1, dst,
+                         rx->conn, NULL, buf, len, NULL);
+    if (rc < 0)
+        LOG_RL(LOG_DEBUG, "reply not sent: %s", strerror(-rc));
+    return rc;
+}
+
+static void reply(struct worker *w, const struct rx_info *rx, const struct sip_msg *m, int code,
+                  const char *warning, const char *extra)
+{
+    if (m->is_request && m->method == SIP_METHOD_ACK)
+        return; /* never answer an ACK */
+    ssize_t n = build_reply(m, rx, code, warning, extra, w->proxy->aux, OUT_CAP);
+    if (n < 0)
+        return;
+    struct netaddr dst;
+    response_dst(m, rx, &dst);
+    w->proxy->stat_local_replies++;
+    send_back(w, rx, &dst, w->proxy->aux, (size_t)n);
+}
+
+/* ---- init ------------------------------------------------------------ */
+
+static int parse_upstream(const char *text, struct upstream *up)
+{
+    struct sip_uri u;
+    struct slice s = slice_make(text, strlen(text));
+    if (sipuri_parse(s, &u) < 0 || (u.scheme != SIP_SCHEME_SIP && u.scheme != SIP_SCHEME_SIPS))
+        return -EINVAL;
+    int rc = uri_target(&u, &up->proto, &up->addr);
+    if (rc < 0)
+        return rc;
+    snprintf(up->host, sizeof up->host, "%.*s", (int)u.host.len, u.host.ptr);
+    up->port = netaddr_port(&up->addr);
+    return 0;
+}
+
+int proxy_worker_init(struct worker *w)
+{
+    struct proxy_worker *p = calloc(1, sizeof *p);
+    if (!p)
+        return -ENOMEM;
+    if (txn_table_init(&p->txns, 1u << 20) < 0) {
+        free(p);
+        return -ENOMEM;
+    }
+    p->lim.max_msg_size = w->cfg->max_message_size;
+    p->lim.max_headers = MAX_HDRS;
+    p->registrar = w->cfg->registrar;
+    for (unsigned i = 0; i < w->cfg->nupstream; i++) {
+        if (parse_upstream(w->cfg->upstream[i], &p->up[p->nup]) < 0) {
+            LOG_E("upstream %s: only sip:/sips: URIs with a literal IP address are supported",
+                  w->cfg->upstream[i]);
+            txn_table_cleanup(&p->txns);
+            free(p);
+            return -EINVAL;
+        }
+        p->nup++;
+    }
+    p->loc = proxy_locmap();
+    if (!p->loc) {
+        txn_table_cleanup(&p->txns);
+        free(p);
+        return -ENOMEM;
+    }
+    w->proxy = p;
+    return 0;
+}
+
+void proxy_worker_cleanup(struct worker *w)
+{
+    if (!w->proxy)
+        return;
+    txn_table_cleanup(&w->proxy->txns);
+    free(w->proxy);
+    w->proxy = NULL;
+}
+
+bool proxy_busy(struct worker *w)
+{
+    /* in flight = transactions that have not sent a final response */
+    struct txn_table *t = &w->proxy->txns;
+    for (uint32_t i = 0; i < t->nslots; i++)
+        if (t->slots[i] && t->slots[i]->state != TXN_COMPLETED)
+            return true;
+    return false;
+}
+
+/* ---- transaction keys and branches ---------------------------------- */
+
+/* Server transaction key (RFC 3261 §17.2.3): branch + sent-by + method, or
+ * for RFC 2543 requests Call-ID, CSeq number, From tag, R-URI and top Via.
+ * ACK and CANCEL are looked up with INVITE to find the INVITE transaction. */
+static size_t server_key(const struct sip_msg *m, const struct sip_via *v, struct slice method,
+                         char *buf, size_t cap)
+{
+    struct buf b = {buf, 0, cap, false};
+    if (v->branch.len > 7 && memcmp(v->branch.ptr, "z9hG4bK", 7) == 0) {
+        puts_sl(&b, v->branch);
+        put(&b, "|", 1);
+        puts_sl(&b, v->host_raw);
+        putf(&b, ":%d|", v->port);
+    } else {
+        struct sip_addr from;
+        const struct sip_hdr *f = sipmsg_hdr(m, SIP_HDR_FROM);
+        puts_sl(&b, m->call_id);
+        putf(&b, "|%u|", m->cseq);
+        if (f && sipuri_parse_addr(f->value, &from) == 0)
+            puts_sl(&b, from.tag);
+        put(&b, "|", 1);
+        puts_sl(&b, m->ruri);
+        put(&b, "|", 1);
+        puts_sl(&b, sipmsg_hdr(m, SIP_HDR_VIA)->value);
+        put(&b, "|", 1);
+    }
+    puts_sl(&b, method);
+    return b.overflow ? 0 : b.len;
+}
+
+/* The part of the branch that detects loops (RFC 3261 §16.6 step 8). */
+static uint32_t loop_hash(const struct sip_msg *m)
+{
+    uint64_t h = fnv(FNV_INIT, m->ruri);
+    h = fnv(h, m->call_id);
+    h ^= m->cseq;
+    const struct sip_hdr *f = sipmsg_hdr(m, SIP_HDR_FROM), *t = sipmsg_hdr(m, SIP_HDR_TO);
+    const struct sip_hdr *r = sipmsg_hdr(m, SIP_HDR_ROUTE);
+    if (f)
+        h = fnv(h, f->value);
+    if (t)
+        h = fnv(h, t->value);
+    if (r)
+        h = fnv(h, r->value);
+    return (uint32_t)(h ^ (h >> 32));
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+}
+
+static bool hex_field(const char *p, unsigned n, uint32_t *out)
+{
+    uint32_t v = 0;
+    for (unsigned i = 0; i < n; i++) {
+        int d = hexval(p[i]);
+        if (d < 0)
+            return false;
+        v = v << 4 | (uint32_t)d;
+    }
+    *out = v;
+    return true;
+}
+
+/* Decodes a branch sipedge made: owner worker, slot, generation, loop hash. */
+static bool branch_decode(struct slice br, uint32_t *wk, uint32_t *slot, uint32_t *gen,
+                          uint32_t *lh)
+{
+    if (br.len != BRANCH_LEN || memcmp(br.ptr, BRANCH_PREFIX, BRANCH_PREFIX_LEN) != 0)
+        return false;
+    const char *p = br.ptr + BRANCH_PREFIX_LEN;
+    return hex_field(p, 2, wk) && hex_field(p + 2, 6, slot) && hex_field(p + 8, 8, gen) &&
+           hex_field(p + 16, 8, lh);
+}
+
+/* ---- sending on the client side ------------------------------------- */
+
+static void arm_timers(struct worker *w, struct txn *x);
+
+static int send_downstream(struct worker *w, struct txn *x, const char *buf, size_t len)
+{
+    conn_ref used = CONN_REF_NONE;
+    int rc = worker_send(w, x->out_proto, x->out_listener, &x->out_dst, x->out_conn, NULL, buf,
+                         len, &used);
+    if (rc == 0 && used != CONN_REF_NONE)
+        x->out_conn = used;
+    return rc;
+}
+
+static void server_send(struct worker *w, struct txn *x, const char *buf, size_t len)
+{
+    send_back(w, &x->rx, &x->resp_dst, buf, len);
+}
+
+/* Stores the response last sent upstream, for retransmitted requests. */
+static void keep_response(struct txn *x, const char *buf, size_t len, int status)
+{
+    char *c = realloc(x->resp, len);
+    if (!c)
+        return;
+    memcpy(c, buf, len);
+    x->resp = c;
+    x->resp_len = (uint32_t)len;
+    x->resp_status = status;
+}
+
+/* A CANCEL or ACK for the forwarded INVITE, built from what we sent
+ * (RFC 3261 §9.1, §17.1.1.3): same R-URI, our Via only, Route, From,
+ * Call-ID, CSeq number; To from the response for ACK. */
+static ssize_t build_hop_request(const struct txn *x, const char *method, struct slice to,
+                                 char *out, size_t cap)
+{
+    struct sip_msg m;
+    struct sip_hdr hdrs[MAX_HDRS];
+    struct sipmsg_limits lim = {OUT_CAP, MAX_HDRS};
+    if (sipmsg_parse(x->req, x->req_len, &m, hdrs, &lim, SIPMSG_DATAGRAM) < 0)
+        return -1;
+    struct buf b = {out, 0, cap, false};
+    putf(&b, "%s ", method);
+    puts_sl(&b, m.ruri);
+    puts_(&b, " SIP/2.0\r\n");
+    const struct sip_hdr *v = sipmsg_hdr(&m, SIP_HDR_VIA);
+    puts_(&b, "Via: ");
+    puts_sl(&b, v->value);
+    puts_(&b, "\r\n");
+    for (unsigned i = 0; i < m.nhdrs; i++) {
+        const struct sip_hdr *h = &m.hdrs[i];
+        if (h->kind == SIP_HDR_ROUTE || h->kind == SIP_HDR_FROM || h->kind == SIP_HDR_CALL_ID ||
+            (h->kind == SIP_HDR_TO && to.len == 0)) {
+            puts_sl(&b, h->name);
+            puts_(&b, ": ");
+            puts_sl(&b, h->value);
+            puts_(&b, "\r\n");
+        }
+    }
+    if (to.len) {
+        puts_(&b, "To: ");
+        puts_sl(&b, to);
+        puts_(&b, "\r\n");
+    }
+    putf(&b, "CSeq: %u %s\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n", m.cseq, method);
+    return b.overflow ? -1 : (ssize_t)b.len;
+}
+
+static void send_cancel(struct worker *w, struct txn *x)
+{
+    ssize_t n = build_hop_request(x, "CANCEL", SLICE_NULL, w->proxy->aux, OUT_CAP);
+    if (n > 0)
+        send_downstream(w, x, w->proxy->aux, (size_t)n);
+    x->cancelled = true;
+}
+
+/* ---- timers ----------------------------------------------------------- */
+
+static void linger(struct worker *w, struct txn *x)
+{
+    timer_cancel(&x->t_retx);
+    timer_cancel(&x->t_timeout);
+    bool reliable = x->rx.proto != SIP_TRANSPORT_UDP;
+    /* Timer J / K / D: absorb retransmissions for a while, then forget */
+    timer_arm(w, &x->t_linger, reliable ? 1000 : 64 * T1_MS);
+}
+
+static void on_retx(struct worker *w, struct timer *t)
+{
+    struct txn *x = (struct txn *)((char *)t - offsetof(struct txn, t_retx));
+    if (x->state == TXN_COMPLETED) {
+        /* Timer G: our non-2xx final response until the ACK arrives */
+        if (x->ack_seen || !x->resp)
+            return;
+        server_send(w, x, x->resp, x->resp_len);
+        x->retx_ms = x->retx_ms * 2 < T2_MS ? x->retx_ms * 2 : T2_MS;
+        timer_arm(w, &x->t_retx, x->retx_ms);
+        return;
+    }
+    /* Timer A (INVITE) / E (non-INVITE) */
+    if (x->invite && x->state == TXN_PROCEEDING)
+        return;
+    send_downstream(w, x, x->req, x->req_len);
+    if (x->invite || x->state == TXN_TRYING)
+        x->retx_ms *= 2;
+    if (!x->invite && x->retx_ms > T2_MS)
+        x->retx_ms = T2_MS;
+    if (x->state == TXN_PROCEEDING && !x->invite)
+        x->retx_ms = T2_MS;
+    timer_arm(w, &x->t_retx, x->retx_ms);
+}
+
+static void on_timeout(struct worker *w, struct timer *t)
+{
+    struct txn *x = (struct txn *)((char *)t - offsetof(struct txn, t_timeout));
+    struct proxy_worker *p = w->proxy;
+    if (x->state == TXN_COMPLETED) {
+        /* Timer H: no ACK for our non-2xx response */
+        linger(w, x);
+        return;
+    }
+    if (x->to_upstream && p->nup == 2 && x->upstream_idx == p->active && !x->provisional_seen) {
+        /* the active SIP Server did not answer: switch and retry on the other */
+        p->active ^= 1;
+        LOG_W("upstream %s:%d timed out, switching to %s:%d", p->up[x->upstream_idx].host,
+              p->up[x->upstream_idx].port, p->up[p->active].host, p->up[p->active].port);
+    }
+    p->stat_timeouts++;
+    if (x->invite && x->provisional_seen && !x->cancelled)
+        send_cancel(w, x); /* Timer C */
+    if (!x->invite || !x->resp_status || x->resp_status < 200) {
+        /* 408 towards the sender */
+        struct sip_msg m;
+        struct sip_hdr hdrs[MAX_HDRS];
+        struct sipmsg_limits lim = {OUT_CAP, MAX_HDRS};
+        /* rebuild the reply from our forwarded copy minus our own Via */
+        if (sipmsg_parse(x->req, x->req_len, &m, hdrs, &lim, SIPMSG_DATAGRAM) > 0 &&
+            m.count[SIP_HDR_VIA] > 1) {
+            hdrs[m.first[SIP_HDR_VIA]].kind = SIP_HDR_OTHER; /* skip our Via */
+            struct rx_info rx = x->rx;
+            ssize_t n = build_reply(&m, &rx, 408, NULL, NULL, p->aux, OUT_CAP);
+            /* the original top Via already has received/rport: strip the
+             * duplicates build_reply would add by building from rx with no
+             * differences: acceptable, they carry the same values */
+            if (n > 0) {
+                server_send(w, x, p->aux, (size_t)n);
+                keep_response(x, p->aux, (size_t)n, 408);
+            }
+        }
+    }
+    x->state = TXN_COMPLETED;
+    x->ack_seen = true; /* no Timer G for a 408 we made; a late ACK is absorbed */
+    linger(w, x);
+}
+
+static void on_linger(struct worker *w, struct timer *t)
+{
+    struct txn *x = (struct txn *)((char *)t - offsetof(struct txn, t_linger));
+    txn_free(&w->proxy->txns, x);
+}
+
+static void arm_timers(struct worker *w, struct txn *x)
+{
+    if (x->out_proto == SIP_TRANSPORT_UDP) {
+        x->retx_ms = T1_MS;
+        timer_arm(w, &x->t_retx, T1_MS);
+    }
+    timer_arm(w, &x->t_timeout, 64 * T1_MS); /* Timer B / F */
+}
+
+/* ---- the registrar --------------------------------------------------- */
+
+static void do_register(struct worker *w, const struct rx_info *rx, const struct sip_msg *m)
+{
+    struct proxy_worker *p = w->proxy;
+    const struct sip_hdr *to = sipmsg_hdr(m, SIP_HDR_TO);
+    struct sip_addr toa;
+    char aor[LOCMAP_AOR_MAX];
+    if (sipuri_parse_addr(to->value, &toa) < 0) {
+        reply(w, rx, m, 400, "Bad To", NULL);
+        return;
+    }
+    size_t aor_len = locmap_aor_key(toa.uri_text, aor, sizeof aor);
+    if (aor_len == 0) {
+        /* RFC 3261 §10.3: an AOR must be a sip or sips URI */
+        reply(w, rx, m, 400, "AOR Must Be A SIP URI", NULL);
+        return;
+    }
+    uint64_t dflt_exp = 3600;
+    const struct sip_hdr *eh = sipmsg_hdr(m, SIP_HDR_EXPIRES);
+    if (eh) {
+        uint64_t v;
+        if (!slice_to_u64(eh->value, UINT32_MAX, &v)) {
+            reply(w, rx, m, 400, "Bad Expires", NULL);
+            return;
+        }
+        dflt_exp = v;
+    }
+    struct locmap_binding add[LOCMAP_MAX_BINDINGS];
+    unsigned nadd = 0;
+    bool star = false;
+    for (unsigned i = 0; i < m->count[SIP_HDR_CONTACT]; i++) {
+        const struct sip_hdr *c = sipmsg_hdr_nth(m, SIP_HDR_CONTACT, i);
+        struct sip_addr ca;
+        if (sipuri_parse_addr(c->value, &ca) < 0) {
+            reply(w, rx, m, 400, "Bad Contact", NULL);
+            return;
+        }
+        if (ca.star) {
+            /* RFC 3261 §10.3 step 6: '*' only alone and with Expires: 0 */
+            if (m->count[SIP_HDR_CONTACT] != 1 || !eh || dflt_exp != 0) {
+                reply(w, rx, m, 400, "Invalid Wildcard Contact", NULL);
+                return;
+            }
+            star = true;
+            break;
+        }
+        if (nadd == LOCMAP_MAX_BINDINGS || ca.uri_text.len > LOCMAP_CONTACT_MAX) {
+            reply(w, rx, m, 403, "Too Many Contacts", NULL);
+            return;
+        }
+        struct locmap_binding *b = &add[nadd++];
+        memset(b, 0, sizeof *b);
+        memcpy(b->contact, ca.uri_text.ptr, ca.uri_text.len);
+        b->contact_len = (uint16_t)ca.uri_text.len;
+        uint64_t exp = dflt_exp;
+        if (ca.expires.len && !slice_to_u64(ca.expires, UINT32_MAX, &exp)) {
+            reply(w, rx, m, 400, "Bad Contact Expires", NULL);
+            return;
+        }
+        b->expires_ms = exp ? w->now_ms + exp * 1000 : 0;
+        b->q = 1000;
+        if (ca.q.len) {
+            /* q = 0.xxx or 1[.000] */
+            unsigned q = 0, digits = 0;
+            const char *s = ca.q.ptr;
+            q = (unsigned)(s[0] - '0') * 1000;
+            for (size_t k = 2; k < ca.q.len && digits < 3; k++, digits++)
+                q += (unsigned)(s[k] - '0') * (digits == 0 ? 100 : digits == 1 ? 10 : 1);
+            b->q = (uint16_t)(q > 1000 ? 1000 : q);
+        }
+        b->proto = rx->proto;
+        b->conn = rx->proto == SIP_TRANSPORT_UDP ? 0 : rx->conn;
+        b->src = rx->src;
+    }
+    struct locmap_binding cur[LOCMAP_MAX_BINDINGS];
+    unsigned ncur = 0;
+    int rc = locmap_update(p->loc, slice_make(aor, aor_len), star, add, nadd, w->now_ms, cur,
+                           &ncur);
+    if (rc == -ENOSPC) {
+        reply(w, rx, m, 403, "Too Many Bindings", NULL);
+        return;
+    }
+    if (rc < 0) {
+        reply(w, rx, m, 500, NULL, NULL);
+        return;
+    }
+    char extra[LOCMAP_MAX_BINDINGS * (LOCMAP_CONTACT_MAX + 32)];
+    struct buf b = {extra, 0, sizeof extra - 1, false};
+    for (unsigned i = 0; i < ncur; i++) {
+        uint64_t left = cur[i].expires_ms > w->now_ms ? (cur[i].expires_ms - w->now_ms) / 1000 : 0;
+        putf(&b, "Contact: <%.*s>;expires=%llu\r\n", (int)cur[i].contact_len, cur[i].contact,
+             (unsigned long long)left);
+    }
+    extra[b.len] = 0;
+    reply(w, rx, m, 200, NULL, extra);
+}
+
+/* ---- requests -------------------------------------------------------- */
+
+struct route_plan {
+    uint8_t proto;
+    struct netaddr dst;
+    conn_ref conn;
+    bool to_upstream;
+    unsigned upstream_idx;
+    struct slice new_ruri; /* when non-empty, replaces the Request-URI */
+    char ruri_buf[LOCMAP_CONTACT_MAX];
+    const struct sip_hdr *pop[2]; /* our own Route entries to remove */
+    unsigned npop;
+};
+
+static bool from_upstream(const struct worker *w, const struct rx_info *rx)
+{
+    const struct proxy_worker *p = w->proxy;
+    for (unsigned i = 0; i < p->nup; i++) {
+        if (netaddr_eq(&rx->src, &p->up[i].addr))
+            return true;
+        /* a SIP Server may open its own stream connection from any port */
+        if (rx->proto != SIP_TRANSPORT_UDP) {
+            struct netaddr a = rx->src, b = p->up[i].addr;
+            if (a.sa.sa_family == AF_INET && b.sa.sa_family == AF_INET &&
+                a.in4.sin_addr.s_addr == b.in4.sin_addr.s_addr &&
+                (ntohl(a.in4.sin_addr.s_addr) >> 24) != 127)
+                return true;
+        }
+    }
+    return false;
+}
+
+static bool has_to_tag(const struct sip_msg *m)
+{
+    struct sip_addr a;
+    const struct sip_hdr *t = sipmsg_hdr(m, SIP_HDR_TO);
+    return t && sipuri_parse_addr(t->value, &a) == 0 && a.tag.ptr != NULL;
+}
+
+/* Builds and sends the forwarded request; creates the transaction unless
+ * stateless (ACK). */
+static void forward_request(struct worker *w, const struct rx_info *rx, const struct sip_msg *m,
+                            const char *buf, size_t len, struct route_plan *rp, const char *key,
+                            size_t key_len)
+{
+    struct proxy_worker *p = w->proxy;
+    if (netaddr_is_forbidden(&rp->dst)) {
+        reply(w, rx, m, 403, "Forbidden Next Hop", NULL);
+        return;
+    }
+    int fam = rp->dst.sa.sa_family;
+    int out_l = pick_listener(w, rp->proto, fam);
+    if (out_l < 0)
+        out_l = pick_listener(w, rp->proto, AF_UNSPEC);
+    if (out_l < 0) {
+        reply(w, rx, m, 503, "No Listener For Transport", NULL);
+        return;
+    }
+    bool stateless = m->method == SIP_METHOD_ACK;
+    struct txn *x = NULL;
+    if (!stateless) {
+        x = txn_new(&p->txns, key, key_len);
+        if (!x) {
+            reply(w, rx, m, 503, "Transaction Table Full", "Retry-After: 5\r\n");
+            return;
+        }
+        timer_init(&x->t_retx, on_retx);
+        timer_init(&x->t_timeout, on_timeout);
+        timer_init(&x->t_linger, on_linger);
+        x->method = m->method;
+        x->invite = m->method == SIP_METHOD_INVITE;
+        x->rx = *rx;
+        response_dst(m, rx, &x->resp_dst);
+        x->out_proto = rp->proto;
+        x->out_listener = rp->proto == SIP_TRANSPORT_UDP ? out_l : -1;
+        x->out_dst = rp->dst;
+        x->out_conn = rp->conn;
+        x->to_upstream = rp->to_upstream;
+        x->upstream_idx = (uint8_t)rp->upstream_idx;
+    }
+
+    /* our Via */
+    char via[256];
+    const char *host = worker_listener_host(w, (unsigned)out_l);
+    int port = worker_listener_port(w, (unsigned)out_l);
+    bool v6 = strchr(host, ':') != NULL;
+    uint32_t lh = loop_hash(m);
+    int vn;
+    if (x) {
+        vn = snprintf(via, sizeof via, "Via: SIP/2.0/%s %s%s%s:%d;branch=" BRANCH_PREFIX
+                      "%02x%06x%08x%08x\r\n",
+                      sipuri_transport_str(rp->proto), v6 ? "[" : "", host, v6 ? "]" : "", port,
+                      w->id & 0xff, x->slot & 0xffffff, x->gen, lh);
+        x->branch_len = (uint8_t)snprintf(x->branch, sizeof x->branch, BRANCH_PREFIX
+                                          "%02x%06x%08x%08x", w->id & 0xff, x->slot & 0xffffff,
+                                          x->gen, lh);
+    } else {
+        /* stateless: derived from the incoming branch, stable across retransmissions */
+        struct sip_via tv;
+        sipuri_parse_via(sipmsg_hdr(m, SIP_HDR_VIA)->value, &tv);
+        uint64_t h = fnv(FNV_INIT, tv.branch);
+        vn = snprintf(via, sizeof via, "Via: SIP/2.0/%s %s%s%s:%d;branch=z9hG4bKSa%016llx\r\n",
+                      sipuri_transport_str(rp->proto), v6 ? "[" : "", host, v6 ? "]" : "", port,
+                      (unsigned long long)h);
+    }
+
+    struct rewrite rw;
+    rewrite_init(&rw, buf, m->msg_len < len ? m->msg_len : len);
+    if (m->body.len < (size_t)(buf + len - m->body.ptr) && rx->proto == SIP_TRANSPORT_UDP) {
+        /* datagram bytes beyond Content-Length are not forwarded (RFC 4475 dblreq) */
+        size_t end = sipmsg_off(buf, m->body) + m->body.len;
+        rewrite_init(&rw, buf, end);
+    }
+    rewrite_add_top(&rw, m, slice_make(via, (size_t)vn));
+
+    /* received / rport on the sender's Via */
+    const struct sip_hdr *tvh = sipmsg_hdr(m, SIP_HDR_VIA);
+    struct sip_via tv;
+    if (sipuri_parse_via(tvh->value, &tv) == 0) {
+        char ip[NETADDR_STRLEN];
+        size_t iplen = netaddr_ip_str(&rx->src, ip, sizeof ip);
+        bool differs = !slice_eq(tv.host, slice_make(ip, iplen));
+        if ((differs || tv.has_rport) && tv.received.len == 0)
+            rewrite_via_received(&rw, tvh, slice_make(ip, iplen),
+                                 tv.has_rport ? netaddr_port(&rx->src) : -1);
+        else if (tv.has_rport)
+            rewrite_via_received(&rw, tvh, SLICE_NULL, netaddr_port(&rx->src));
+    }
+
+    rewrite_dec_max_forwards(&rw, m, 70);
+    for (unsigned i = 0; i < rp->npop; i++)
+        rewrite_remove_value(&rw, m, rp->pop[i]);
+    if (rp->new_ruri.len)
+        rewrite_splice(&rw, sipmsg_off(buf, m->ruri), m->ruri.len, rp->new_ruri);
+
+    /* Record-Route on dialog-creating requests; two entries when the
+     * transport or interface changes (RFC 5658): the top one faces the next
+     * hop, the second faces the sender. */
+    char rr[512];
+    int rrn = 0;
+    bool dialog_creating = (m->method == SIP_METHOD_INVITE || m->method == SIP_METHOD_SUBSCRIBE ||
+                            m->method == SIP_METHOD_REFER) &&
+                           !has_to_tag(m);
+    if (dialog_creating) {
+        unsigned in_l = rx->listener;
+        const char *ih = worker_listener_host(w, in_l);
+        int ip_ = worker_listener_port(w, in_l);
+        bool iv6 = strchr(ih, ':') != NULL;
+        rrn = snprintf(rr, sizeof rr, "Record-Route: <sip:%s%s%s:%d;transport=%s;lr>\r\n",
+                       v6 ? "[" : "", host, v6 ? "]" : "", port, proto_lc(rp->proto));
+        if (in_l != (unsigned)out_l || rx->proto != rp->proto)
+            rrn += snprintf(rr + rrn, sizeof rr - (size_t)rrn,
+                            "Record-Route: <sip:%s%s%s:%d;transport=%s;lr>\r\n", iv6 ? "[" : "", ih,
+                            iv6 ? "]" : "", ip_, proto_lc(rx->proto));
+        rewrite_add_before(&rw, m, SIP_HDR_RECORD_ROUTE, slice_make(rr, (size_t)rrn));
+    }
+    /* Path on a REGISTER relayed to the SIP Server (RFC 3327) */
+    char path[256];
+    if (m->method == SIP_METHOD_REGISTER && rp->to_upstream) {
+        int pn = snprintf(path, sizeof path, "Path: <sip:%s%s%s:%d;transport=%s;lr>\r\n",
+                          v6 ? "[" : "", host, v6 ? "]" : "", port, proto_lc(rp->proto));
+        rewrite_add_before(&rw, m, SIP_HDR_PATH, slice_make(path, (size_t)pn));
+    }
+
+    ssize_t n = rewrite_build(&rw, p->out, OUT_CAP);
+    if (n < 0 || (size_t)n > w->cfg->max_message_size) {
+        if (x)
+            txn_free(&p->txns, x);
+        reply(w, rx, m, 513, NULL, NULL);
+        return;
+    }
+    if (x) {
+        x->req = malloc((size_t)n);
+        if (!x->req) {
+            txn_free(&p->txns, x);
+            reply(w, rx, m, 500, NULL, NULL);
+            return;
+        }
+        memcpy(x->req, p->out, (size_t)n);
+        x->req_len = (uint32_t)n;
+        if (x->invite) {
+            ssize_t tn = build_reply(m, rx, 100, NULL, NULL, p->aux, OUT_CAP);
+            if (tn > 0) {
+                server_send(w, x, p->aux, (size_t)tn);
+                keep_response(x, p->aux, (size_t)tn, 100);
+            }
+        }
+        int rc = send_downstream(w, x, x->req, x->req_len);
+        if (rc < 0) {
+            LOG_RL(LOG_WARN, "forwarding failed: %s", strerror(-rc));
+            int code = rp->conn != CONN_REF_NONE ? 480 : 503;
+            ssize_t en = build_reply(m, rx, code, "Next Hop Unreachable", NULL, p->aux, OUT_CAP);
+            if (en > 0) {
+                server_send(w, x, p->aux, (size_t)en);
+                keep_response(x, p->aux, (size_t)en, code);
+            }
+            x->state = TXN_COMPLETED;
+            x->ack_seen = true;
+            linger(w, x);
+            return;
+        }
+        arm_timers(w, x);
+    } else {
+        conn_ref used;
+        int out_listener = rp->proto == SIP_TRANSPORT_UDP ? out_l : -1;
+        worker_send(w, rp->proto, out_listener, &rp->dst, rp->conn, NULL, p->out, (size_t)n,
+                    &used);
+    }
+    p->stat_forwarded++;
+}
+
+static bool unknown_proxy_require(const struct sip_msg *m, char *extra, size_t cap)
+{
+    if (!m->count[SIP_HDR_PROXY_REQUIRE])
+        return false;
+    struct buf b = {extra, 0, cap - 1, false};
+    for (unsigned i = 0; i < m->count[SIP_HDR_PROXY_REQUIRE]; i++) {
+        const struct sip_hdr *h = sipmsg_hdr_nth(m, SIP_HDR_PROXY_REQUIRE, i);
+        puts_(&b, "Unsupported: ");
+        puts_sl(&b, h->value);
+        puts_(&b, "\r\n");
+    }
+    extra[b.overflow ? 0 : b.len] = 0;
+    return true;
+}
+
+static bool via_loops(const struct worker *w, const struct sip_msg *m, uint32_t lh)
+{
+    for (unsigned i = m->first[SIP_HDR_VIA]; i < m->nhdrs; i++) {
+        const struct sip_hdr *h = &m->hdrs[i];
+        if (h->kind != SIP_HDR_VIA)
+            continue;
+        struct sip_via v;
+        uint32_t wk, slot, gen, vlh;
+        if (sipuri_parse_via(h->value, &v) == 0 && is_local(w, v.host, v.port) &&
+            branch_decode(v.branch, &wk, &slot, &gen, &vlh) && vlh == lh)
+            return true;
+    }
+    return false;
+}
+
+static void handle_request(struct worker *w, const struct rx_info *rx, struct sip_msg *m,
+                           const char *buf, size_t len)
+{
+    struct proxy_worker *p = w->proxy;
+    enum sip_err e = sipmsg_validate(m);
+    if (e) {
+        w->stats.bad_msgs++;
+        LOG_RL(LOG_INFO, "rejected %.*s: %s", (int)m->method_name.len, m->method_name.ptr,
+               sipmsg_err_str(e));
+        if (sipmsg_hdr(m, SIP_HDR_VIA) == NULL)
+            return; /* nowhere to answer */
+        int code = sipmsg_err_status(e);
+        if (e == SIP_ERR_CSEQ_METHOD && m->method == SIP_METHOD_OTHER)
+            code = 501;
+        reply(w, rx, m, code, sipmsg_err_str(e), NULL);
+        return;
+    }
+    struct sip_uri ruri;
+    sipuri_parse(m->ruri, &ruri); /* validated above */
+    struct sip_via tv;
+    sipuri_parse_via(sipmsg_hdr(m, SIP_HDR_VIA)->value, &tv);
+
+    char key[1024];
+    struct slice kmethod = m->method_name;
+    if (m->method == SIP_METHOD_ACK || m->method == SIP_METHOD_CANCEL)
+        kmethod = SLICE_LIT("INVITE");
+    size_t key_len = server_key(m, &tv, kmethod, key, sizeof key);
+    if (key_len == 0) {
+        reply(w, rx, m, 400, "Transaction Key Too Long", NULL);
+        return;
+    }
+
+    if (m->method == SIP_METHOD_ACK) {
+        struct txn *x = txn_find_key(&p->txns, key, key_len);
+        if (x && x->resp_status >= 300) {
+            /* ACK for our non-2xx: ends Timer G, absorbed (RFC 3261 §17.2.1) */
+            x->ack_seen = true;
+            timer_cancel(&x->t_retx);
+            p->stat_absorbed++;
+            return;
+        }
+    } else if (m->method == SIP_METHOD_CANCEL) {
+        struct txn *x = txn_find_key(&p->txns, key, key_len);
+        if (!x) {
+            reply(w, rx, m, 481, NULL, NULL);
+            return;
+        }
+        reply(w, rx, m, 200, NULL, NULL);
+        if (x->state == TXN_COMPLETED || x->cancelled)
+            return;
+        if (x->provisional_seen)
+            send_cancel(w, x);
+        else
+            x->cancel_pending = true;
+        return;
+    } else {
+        struct txn *x = txn_find_key(&p->txns, key, key_len);
+        if (x) {
+            /* a retransmission: resend what we last sent, if anything */
+            p->stat_absorbed++;
+            if (x->resp)
+                server_send(w, x, x->resp, x->resp_len);
+            return;
+        }
+    }
+
+    bool local_ruri = uri_is_local(w, &ruri);
+    if (ruri.scheme == SIP_SCHEME_OTHER) {
+        reply(w, rx, m, 416, NULL, NULL);
+        return;
+    }
+    if (m->max_forwards == 0) {
+        if (m->method == SIP_METHOD_OPTIONS && local_ruri && ruri.user.len == 0)
+            reply(w, rx, m, 200, NULL, "Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER\r\n");
+        else
+            reply(w, rx, m, 483, NULL, NULL);
+        return;
+    }
+    char extra[1024];
+    if (unknown_proxy_require(m, extra, sizeof extra)) {
+        reply(w, rx, m, 420, NULL, extra);
+        return;
+    }
+    uint32_t lh = loop_hash(m);
+    if (via_loops(w, m, lh)) {
+        reply(w, rx, m, 482, NULL, NULL);
+        return;
+    }
+
+    struct route_plan rp;
+    memset(&rp, 0, sizeof rp);
+    /* 1. our own Route entries (one, or two after a double Record-Route) */
+    for (unsigned i = 0; i < 2 && i < m->count[SIP_HDR_ROUTE]; i++) {
+        const struct sip_hdr *r = sipmsg_hdr_nth(m, SIP_HDR_ROUTE, i);
+        struct sip_addr ra;
+        if (sipuri_parse_addr(r->value, &ra) < 0) {
+            reply(w, rx, m, 400, "Bad Route", NULL);
+            return;
+        }
+        if (!uri_is_local(w, &ra.uri))
+            break;
+        rp.pop[rp.npop++] = r;
+    }
+    /* 2. a remaining Route is the next hop */
+    if (m->count[SIP_HDR_ROUTE] > rp.npop) {
+        const struct sip_hdr *r = sipmsg_hdr_nth(m, SIP_HDR_ROUTE, rp.npop);
+        struct sip_addr ra;
+        if (sipuri_parse_addr(r->value, &ra) < 0 || uri_target(&ra.uri, &rp.proto, &rp.dst) < 0) {
+            reply(w, rx, m, ra.uri.scheme == SIP_SCHEME_OTHER ? 416 : 503, "Unroutable Route",
+                  NULL);
+            return;
+        }
+        forward_request(w, rx, m, buf, len, &rp, key, key_len);
+        return;
+    }
+    /* 3. addressed to sipedge itself */
+    if (local_ruri && ruri.user.len == 0) {
+        if (m->method == SIP_METHOD_OPTIONS) {
+            reply(w, rx, m, 200, NULL, "Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER\r\n");
+            return;
+        }
+        if (m->method == SIP_METHOD_REGISTER && p->registrar) {
+            do_register(w, rx, m);
+            return;
+        }
+        if (p->nup == 0 || m->method == SIP_METHOD_ACK) {
+            reply(w, rx, m, 404, NULL, NULL);
+            return;
+        }
+    }
+    /* the built-in location service */
+    if (p->registrar && ruri.user.len) {
+        char aor[LOCMAP_AOR_MAX];
+        size_t alen = locmap_aor_key(m->ruri, aor, sizeof aor);
+        struct locmap_binding b;
+        if (alen && locmap_lookup(p->loc, slice_make(aor, alen), w->now_ms, &b)) {
+            memcpy(rp.ruri_buf, b.contact, b.contact_len);
+            rp.new_ruri = slice_make(rp.ruri_buf, b.contact_len);
+            struct sip_uri cu;
+            if (sipuri_parse(rp.new_ruri, &cu) < 0) {
+                reply(w, rx, m, 500, "Bad Binding", NULL);
+                return;
+            }
+            if (b.proto != SIP_TRANSPORT_UDP) {
+                /* back over the connection the REGISTER came on */
+                rp.proto = b.proto;
+                rp.dst = b.src;
+                rp.conn = b.conn;
+            } else if (uri_target(&cu, &rp.proto, &rp.dst) < 0) {
+                rp.proto = SIP_TRANSPORT_UDP;
+                rp.dst = b.src;
+            }
+            forward_request(w, rx, m, buf, len, &rp, key, key_len);
+            return;
+        }
+        if (local_ruri && p->nup == 0) {
+            reply(w, rx, m, 404, "Not Registered", NULL);
+            return;
+        }
+    }
+    /* 4. from the SIP Server, or within a dialog: to the Request-URI */
+    bool upstream_src = from_upstream(w, rx);
+    if (upstream_src || (has_to_tag(m) && !local_ruri) || p->nup == 0) {
+        if (local_ruri) {
+            reply(w, rx, m, 404, NULL, NULL);
+            return;
+        }
+        int rc = uri_target(&ruri, &rp.proto, &rp.dst);
+        if (rc < 0) {
+            reply(w, rx, m, rc == -EPROTONOSUPPORT ? 503 : 404,
+                  rc == -EPROTONOSUPPORT ? "Unsupported Transport" : "Unresolvable Request-URI",
+                  NULL);
+            return;
+        }
+        forward_request(w, rx, m, buf, len, &rp, key, key_len);
+        return;
+    }
+    /* 5. from an endpoint: to the SIP Server in service */
+    rp.to_upstream = true;
+    rp.upstream_idx = p->active;
+    rp.proto = p->up[p->active].proto;
+    rp.dst = p->up[p->active].addr;
+    forward_request(w, rx, m, buf, len, &rp, key, key_len);
+}
+
+/* ---- responses ------------------------------------------------------- */
+
+/* Relays a response without a transaction (RFC 3261 §16.11 / §18.2.2): pop
+ * our Via and send to the next one. */
+static void forward_response_stateless(struct worker *w, const struct sip_msg *m,
+                                       const char *buf)
+{
+    struct proxy_worker *p = w->proxy;
+    const struct sip_hdr *our = sipmsg_hdr(m, SIP_HDR_VIA);
+    const struct sip_hdr *next = sipmsg_hdr_nth(m, SIP_HDR_VIA, 1);
+    struct sip_via nv;
+    if (!next || sipuri_parse_via(next->value, &nv) < 0) {
+        w->stats.dropped++;
+        return;
+    }
+    struct netaddr dst;
+    struct slice host = nv.received.len ? nv.received : nv.host;
+    if (host.len > 2 && host.ptr[0] == '[')
+        host = slice_make(host.ptr + 1, host.len - 2);
+    uint64_t rport = 0;
+    int port = nv.port ? nv.port : 5060;
+    if (nv.rport.len && slice_to_u64(nv.rport, 65535, &rport))
+        port = (int)rport;
+    if (netaddr_from_ip(&dst, host, port) < 0 || netaddr_is_forbidden(&dst)) {
+        w->stats.dropped++;
+        return;
+    }
+    struct rewrite rw;
+    rewrite_init(&rw, buf, m->msg_len);
+    rewrite_remove_value(&rw, m, our);
+    ssize_t n = rewrite_build(&rw, p->out, OUT_CAP);
+    if (n < 0)
+        return;
+    uint8_t proto = nv.transport == SIP_TRANSPORT_TCP   ? SIP_TRANSPORT_TCP
+                    : nv.transport == SIP_TRANSPORT_TLS ? SIP_TRANSPORT_TLS
+                                                        : SIP_TRANSPORT_UDP;
+    worker_send(w, proto, -1, &dst, CONN_REF_NONE, NULL, p->out, (size_t)n, NULL);
+}
+
+static void handle_response(struct worker *w, const struct rx_info *rx, struct sip_msg *m,
+                            const char *buf, size_t len)
+{
+    struct proxy_worker *p = w->proxy;
+    const struct sip_hdr *vh = sipmsg_hdr(m, SIP_HDR_VIA);
+    struct sip_via v;
+    if (!vh || sipuri_parse_via(vh->value, &v) < 0 || m->count[SIP_HDR_CSEQ] == 0) {
+        w->stats.dropped++;
+        return;
+    }
+    uint32_t wk, slot, gen, lh;
+    if (!branch_decode(v.branch, &wk, &slot, &gen, &lh)) {
+        w->stats.dropped++; /* not a branch of ours */
+        return;
+    }
+    if (wk != w->id) {
+        /* the transaction lives on another worker: hand the bytes over */
+        if (wk >= w->nworkers) {
+            w->stats.dropped++;
+            return;
+        }
+        struct worker_msg *wm = worker_msg_new(len);
+        if (!wm)
+            return;
+        wm->kind = WMSG_SIP;
+        wm->rx = *rx;
+        wm->len = (uint32_t)len;
+        memcpy(wm->data, buf, len);
+        if (worker_post(w, wk, wm) < 0) {
+            worker_msg_free(wm);
+            w->stats.dropped++;
+        }
+        return;
+    }
+    if (m->count[SIP_HDR_VIA] < 2) {
+        w->stats.dropped++;
+        return;
+    }
+    struct txn *x = txn_find_slot(&p->txns, slot, gen);
+    if (!x) {
+        /* late 2xx retransmissions for INVITE still go upstream */
+        if (m->cseq_method == SIP_METHOD_INVITE && m->status >= 200 && m->status < 300)
+            forward_response_stateless(w, m, buf);
+        else
+            w->stats.dropped++;
+        return;
+    }
+    int code = m->status;
+    if (code < 200) {
+        if (x->state == TXN_COMPLETED)
+            return;
+        x->state = TXN_PROCEEDING;
+        if (!x->provisional_seen) {
+            x->provisional_seen = true;
+            if (x->invite) {
+                timer_cancel(&x->t_retx);
+                timer_arm(w, &x->t_timeout, TIMER_C_MS);
+            }
+            if (x->cancel_pending && !x->cancelled)
+                send_cancel(w, x);
+        }
+        if (code == 100)
+            return; /* 100 Trying is hop by hop */
+    } else {
+        bool again = x->state == TXN_COMPLETED;
+        if (again && !(x->invite && code < 300)) {
+            /* a retransmitted final response: re-ACK a non-2xx, nothing else */
+            if (x->invite && code >= 300) {
+                ssize_t an = build_hop_request(x, "ACK", m->hdrs[m->first[SIP_HDR_TO]].value,
+                                               p->aux, OUT_CAP);
+                if (an > 0)
+                    send_downstream(w, x, p->aux, (size_t)an);
+            }
+            return;
+        }
+        if (x->invite && code >= 300) {
+            ssize_t an = build_hop_request(x, "ACK", m->hdrs[m->first[SIP_HDR_TO]].value, p->aux,
+                                           OUT_CAP);
+            if (an > 0)
+                send_downstream(w, x, p->aux, (size_t)an);
+        }
+        x->state = TXN_COMPLETED;
+        timer_cancel(&x->t_retx);
+        timer_cancel(&x->t_timeout);
+    }
+    struct rewrite rw;
+    rewrite_init(&rw, buf, m->msg_len);
+    rewrite_remove_value(&rw, m, vh);
+    ssize_t n = rewrite_build(&rw, p->out, OUT_CAP);
+    if (n < 0)
+        return;
+    server_send(w, x, p->out, (size_t)n);
+    if (code >= 200 && x->state == TXN_COMPLETED && !timer_armed(&x->t_linger)) {
+        keep_response(x, p->out, (size_t)n, code);
+        if (x->invite && code >= 300 && x->rx.proto == SIP_TRANSPORT_UDP) {
+            x->retx_ms = T1_MS;
+            timer_arm(w, &x->t_retx, T1_MS);           /* Timer G */
+            timer_arm(w, &x->t_timeout, 64 * T1_MS);   /* Timer H */
+        } else {
+            x->ack_seen = true;
+            linger(w, x);
+        }
+    } else if (code < 200) {
+        keep_response(x, p->out, (size_t)n, code);
+    }
+}
+
+/* ---- entry points ---------------------------------------------------- */
+
+static void process(struct worker *w, const struct rx_info *rx, char *buf, size_t len)
+{
+    struct proxy_worker *p = w->proxy;
+    struct sip_msg m;
+    struct sip_hdr hdrs[MAX_HDRS];
+    unsigned flags = rx->proto == SIP_TRANSPORT_UDP ? SIPMSG_DATAGRAM : 0;
+    int r = sipmsg_parse(buf, len, &m, hdrs, &p->lim, flags);
+    if (r < 0) {
+        w->stats.bad_msgs++;
+        LOG_RL(LOG_INFO, "malformed message from %s: %s", "peer", sipmsg_err_str(m.err));
+        /* a request we can still answer gets 400/505/513; responses are dropped */
+        if (m.is_request && m.method_name.len && m.count[SIP_HDR_VIA] &&
+            m.err != SIP_ERR_TOO_MANY_HEADERS && m.err != SIP_ERR_HEADER_SYNTAX)
+            reply(w, rx, &m, sipmsg_err_status(m.err), sipmsg_err_str(m.err), NULL);
+        return;
+    }
+    if (m.is_request)
+        handle_request(w, rx, &m, buf, len);
+    else
+        handle_response(w, rx, &m, buf, len);
+}
+
+void proxy_on_message(struct worker *w, const struct rx_info *rx, char *buf, size_t len)
+{
+    process(w, rx, buf, len);
+}
+
+void proxy_on_worker_msg(struct worker *w, struct worker_msg *m)
+{
+    if (m->kind == WMSG_SIP)
+        process(w, &m->rx, m->data, m->len);
+    worker_msg_free(m);
+}
+
+void proxy_on_conn_closed(struct worker *w, conn_ref c, const struct netaddr *peer,
+                          uint8_t proto)
+{
+    if (w->proxy && w->proxy->registrar)
+        locmap_drop_conn(w->proxy->loc, c);
+}

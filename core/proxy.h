@@ -1,0 +1,13 @@
+/* The transaction-stateful SIP proxy layer (entry points in core/worker.h). */
+#ifndef SIPEDGE_PROXY_H
+#define SIPEDGE_PROXY_H
+
+#include "core/worker.h"
+
+struct locmap;
+
+/* The process-wide location map of the built-in registrar, created on first
+ * use. Any thread. */
+struct locmap *proxy_locmap(void);
+
+#endif

@@ -1,0 +1,158 @@
+/* Builds an outgoing message by splicing edits into the received bytes. */
+#include "core/rewrite.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+
+#include "core/sipuri.h"
+
+void rewrite_init(struct rewrite *rw, const char *src, size_t src_len)
+{
+    rw->src = src;
+    rw->src_len = src_len;
+    rw->nedits = 0;
+    rw->out_len = src_len;
+    rw->overflow = false;
+    rw->scratch_used = 0;
+}
+
+void rewrite_splice(struct rewrite *rw, size_t off, size_t del, struct slice ins)
+{
+    if (rw->nedits == RW_MAX_EDITS || off + del > rw->src_len) {
+        rw->overflow = true;
+        return;
+    }
+    /* keep edits sorted by offset, stable for equal offsets, except that a
+     * pure insertion goes before a deletion starting at the same offset
+     * (else the build sees them overlap) */
+    unsigned i = rw->nedits;
+    while (i > 0 && (rw->edits[i - 1].off > off ||
+                     (rw->edits[i - 1].off == off && del == 0 && rw->edits[i - 1].del > 0))) {
+        rw->edits[i] = rw->edits[i - 1];
+        i--;
+    }
+    rw->edits[i] = (struct rw_edit){off, del, ins};
+    rw->nedits++;
+    rw->out_len = rw->out_len - del + ins.len;
+}
+
+/* Copies a small formatted value into the rewrite's scratch space. */
+static struct slice scratch_printf(struct rewrite *rw, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static struct slice scratch_printf(struct rewrite *rw, const char *fmt, ...)
+{
+    size_t room = sizeof rw->scratch - rw->scratch_used;
+    char *dst = rw->scratch + rw->scratch_used;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(dst, room, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= room) {
+        rw->overflow = true;
+        return SLICE_NULL;
+    }
+    rw->scratch_used += (size_t)n;
+    return slice_make(dst, (size_t)n);
+}
+
+static size_t first_header_off(const struct rewrite *rw, const struct sip_msg *m)
+{
+    if (m->nhdrs)
+        return sipmsg_off(rw->src, m->hdrs[0].line);
+    /* no headers: before the empty line */
+    size_t off = m->headers_len;
+    if (off >= 2 && rw->src[off - 2] == '\r')
+        return off - 2;
+    return off ? off - 1 : 0;
+}
+
+void rewrite_add_top(struct rewrite *rw, const struct sip_msg *m, struct slice line)
+{
+    rewrite_splice(rw, first_header_off(rw, m), 0, line);
+}
+
+void rewrite_add_before(struct rewrite *rw, const struct sip_msg *m, enum sip_hdr_kind kind,
+                        struct slice line)
+{
+    const struct sip_hdr *h = sipmsg_hdr(m, kind);
+    size_t off = h ? sipmsg_off(rw->src, h->line) : first_header_off(rw, m);
+    rewrite_splice(rw, off, 0, line);
+}
+
+void rewrite_remove_value(struct rewrite *rw, const struct sip_msg *m, const struct sip_hdr *h)
+{
+    (void)m;
+    bool first = !(h->flags & SIP_HF_SAME_LINE), last = h->flags & SIP_HF_LAST_IN_LINE;
+    size_t vs = sipmsg_off(rw->src, h->value), ve = vs + h->value.len;
+    if (first && last) {
+        size_t ls = sipmsg_off(rw->src, h->line);
+        rewrite_splice(rw, ls, h->line.len, SLICE_NULL);
+    } else if (first) {
+        /* "a, b" -> "b": up to the start of the next value */
+        size_t next = sipmsg_off(rw->src, h[1].value);
+        rewrite_splice(rw, vs, next - vs, SLICE_NULL);
+    } else {
+        /* "a, b" -> "a": from the end of the previous value */
+        size_t prev_end = sipmsg_off(rw->src, h[-1].value) + h[-1].value.len;
+        rewrite_splice(rw, prev_end, ve - prev_end, SLICE_NULL);
+    }
+}
+
+void rewrite_dec_max_forwards(struct rewrite *rw, const struct sip_msg *m, int dflt)
+{
+    const struct sip_hdr *h = sipmsg_hdr(m, SIP_HDR_MAX_FORWARDS);
+    if (h) {
+        int v = m->max_forwards > 0 ? m->max_forwards - 1 : 0;
+        struct slice s = scratch_printf(rw, "%d", v);
+        rewrite_splice(rw, sipmsg_off(rw->src, h->value), h->value.len, s);
+    } else {
+        struct slice s = scratch_printf(rw, "Max-Forwards: %d\r\n", dflt);
+        rewrite_add_top(rw, m, s);
+    }
+}
+
+void rewrite_via_received(struct rewrite *rw, const struct sip_hdr *h, struct slice addr,
+                          int rport)
+{
+    struct sip_via v;
+    if (sipuri_parse_via(h->value, &v) < 0) {
+        rw->overflow = true;
+        return;
+    }
+    if (rport > 0 && v.has_rport && v.rport.len == 0) {
+        struct slice s = scratch_printf(rw, "=%d", rport);
+        rewrite_splice(rw, sipmsg_off(rw->src, v.rport), 0, s);
+    }
+    if (addr.len) {
+        size_t end = sipmsg_off(rw->src, h->value) + h->value.len;
+        if (v.received.len) {
+            /* replace an existing received value */
+            struct slice s = scratch_printf(rw, "%.*s", (int)addr.len, addr.ptr);
+            rewrite_splice(rw, sipmsg_off(rw->src, v.received), v.received.len, s);
+        } else {
+            struct slice s = scratch_printf(rw, ";received=%.*s", (int)addr.len, addr.ptr);
+            rewrite_splice(rw, end, 0, s);
+        }
+    }
+}
+
+ssize_t rewrite_build(struct rewrite *rw, char *out, size_t cap)
+{
+    if (rw->overflow || rw->out_len > cap)
+        return -1;
+    size_t pos = 0, o = 0;
+    for (unsigned i = 0; i < rw->nedits; i++) {
+        const struct rw_edit *e = &rw->edits[i];
+        if (e->off < pos)
+            return -1; /* overlapping edits */
+        memcpy(out + o, rw->src + pos, e->off - pos);
+        o += e->off - pos;
+        if (e->ins.len)
+            memcpy(out + o, e->ins.ptr, e->ins.len);
+        o += e->ins.len;
+        pos = e->off + e->del;
+    }
+    memcpy(out + o, rw->src + pos, rw->src_len - pos);
+    o += rw->src_len - pos;
+    return (ssize_t)o;
+}

@@ -1,0 +1,62 @@
+/* Builds an outgoing message by splicing edits into the received bytes. */
+#ifndef SIPEDGE_REWRITE_H
+#define SIPEDGE_REWRITE_H
+
+#include <sys/types.h>
+
+#include "core/sipmsg.h"
+
+/* An edit replaces src[off, off+del) with ins. Edits are applied in order of
+ * offset; two edits may share an offset (inserted in the order given). */
+struct rw_edit {
+    size_t off;
+    size_t del;
+    struct slice ins;
+};
+
+#define RW_MAX_EDITS 16
+
+struct rewrite {
+    const char *src;
+    size_t src_len;
+    struct rw_edit edits[RW_MAX_EDITS];
+    unsigned nedits;
+    size_t out_len; /* length of the result */
+    bool overflow;  /* more than RW_MAX_EDITS edits were asked for */
+    char scratch[256]; /* small built values (Max-Forwards, received=) */
+    size_t scratch_used;
+};
+
+/* Starts a rewrite of the parsed message m that lies in src. */
+void rewrite_init(struct rewrite *rw, const char *src, size_t src_len);
+
+/* Raw edit: replace src[off, off+del) with ins (borrowed until rewrite_build). */
+void rewrite_splice(struct rewrite *rw, size_t off, size_t del, struct slice ins);
+
+/* Inserts a whole header line (name, ": ", value, CRLF provided by the caller
+ * in `line`) before the first header of the message (a new top Via). */
+void rewrite_add_top(struct rewrite *rw, const struct sip_msg *m, struct slice line);
+
+/* Inserts a header line before the first value of kind, or, when the message
+ * has none, before the first header (Record-Route and Path). */
+void rewrite_add_before(struct rewrite *rw, const struct sip_msg *m, enum sip_hdr_kind kind,
+                        struct slice line);
+
+/* Removes one header value: the whole line when it is alone on it, else just
+ * the value and its separating comma. */
+void rewrite_remove_value(struct rewrite *rw, const struct sip_msg *m, const struct sip_hdr *h);
+
+/* Replaces Max-Forwards with its value minus one, or inserts
+ * "Max-Forwards: <dflt>" when the message has none. */
+void rewrite_dec_max_forwards(struct rewrite *rw, const struct sip_msg *m, int dflt);
+
+/* Appends ";received=addr" and, when the Via asked for it, sets ";rport=port"
+ * on the top Via value h (RFC 3581). addr is copied. */
+void rewrite_via_received(struct rewrite *rw, const struct sip_hdr *h, struct slice addr,
+                          int rport);
+
+/* Writes the result into out[0..cap). Returns its length, or -1 if it does
+ * not fit or an edit overflowed. Untouched bytes are copied as they are. */
+ssize_t rewrite_build(struct rewrite *rw, char *out, size_t cap);
+
+#endif

@@ -1,0 +1,682 @@
+/* Zero-copy SIP message parser: start line, indexed headers, body framing. */
+#include "core/sipmsg.h"
+
+#include "core/sipuri.h"
+
+/* RFC 3261 token characters: alphanum and -.!%*_+`'~ */
+static const uint8_t token_tab[256] = {
+    ['!'] = 1, ['%'] = 1, ['\''] = 1, ['*'] = 1, ['+'] = 1, ['-'] = 1, ['.'] = 1,
+    ['_'] = 1, ['`'] = 1, ['~'] = 1,
+    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1,
+    ['5'] = 1, ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1,
+    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1,
+    ['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1,
+    ['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1,
+    ['V'] = 1, ['W'] = 1, ['X'] = 1, ['Y'] = 1, ['Z'] = 1,
+    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1,
+    ['h'] = 1, ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1,
+    ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1,
+    ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
+};
+
+static inline bool is_token(char c) { return token_tab[(unsigned char)c]; }
+static inline bool is_ws(char c) { return c == ' ' || c == '\t'; }
+
+/* ---- names ---------------------------------------------------------- */
+
+struct name_ent {
+    const char *name;
+    uint8_t len;
+    uint8_t kind;
+};
+
+#define N(s, k) {s, sizeof(s) - 1, k}
+/* Full names, bucketed by lower-case first letter at lookup time. */
+static const struct name_ent hdr_names[] = {
+    N("accept", SIP_HDR_ACCEPT),
+    N("accept-encoding", SIP_HDR_ACCEPT_ENCODING),
+    N("accept-language", SIP_HDR_ACCEPT_LANGUAGE),
+    N("alert-info", SIP_HDR_ALERT_INFO),
+    N("allow", SIP_HDR_ALLOW),
+    N("allow-events", SIP_HDR_ALLOW_EVENTS),
+    N("authentication-info", SIP_HDR_AUTHENTICATION_INFO),
+    N("authorization", SIP_HDR_AUTHORIZATION),
+    N("call-id", SIP_HDR_CALL_ID),
+    N("call-info", SIP_HDR_CALL_INFO),
+    N("contact", SIP_HDR_CONTACT),
+    N("content-disposition", SIP_HDR_CONTENT_DISPOSITION),
+    N("content-encoding", SIP_HDR_CONTENT_ENCODING),
+    N("content-language", SIP_HDR_CONTENT_LANGUAGE),
+    N("content-length", SIP_HDR_CONTENT_LENGTH),
+    N("content-type", SIP_HDR_CONTENT_TYPE),
+    N("cseq", SIP_HDR_CSEQ),
+    N("date", SIP_HDR_DATE),
+    N("error-info", SIP_HDR_ERROR_INFO),
+    N("event", SIP_HDR_EVENT),
+    N("expires", SIP_HDR_EXPIRES),
+    N("flow-timer", SIP_HDR_FLOW_TIMER),
+    N("from", SIP_HDR_FROM),
+    N("in-reply-to", SIP_HDR_IN_REPLY_TO),
+    N("max-forwards", SIP_HDR_MAX_FORWARDS),
+    N("mime-version", SIP_HDR_MIME_VERSION),
+    N("min-expires", SIP_HDR_MIN_EXPIRES),
+    N("organization", SIP_HDR_ORGANIZATION),
+    N("path", SIP_HDR_PATH),
+    N("priority", SIP_HDR_PRIORITY),
+    N("proxy-authenticate", SIP_HDR_PROXY_AUTHENTICATE),
+    N("proxy-authorization", SIP_HDR_PROXY_AUTHORIZATION),
+    N("proxy-require", SIP_HDR_PROXY_REQUIRE),
+    N("record-route", SIP_HDR_RECORD_ROUTE),
+    N("refer-to", SIP_HDR_REFER_TO),
+    N("referred-by", SIP_HDR_REFERRED_BY),
+    N("reply-to", SIP_HDR_REPLY_TO),
+    N("require", SIP_HDR_REQUIRE),
+    N("retry-after", SIP_HDR_RETRY_AFTER),
+    N("route", SIP_HDR_ROUTE),
+    N("server", SIP_HDR_SERVER),
+    N("session-expires", SIP_HDR_SESSION_EXPIRES),
+    N("subject", SIP_HDR_SUBJECT),
+    N("supported", SIP_HDR_SUPPORTED),
+    N("timestamp", SIP_HDR_TIMESTAMP),
+    N("to", SIP_HDR_TO),
+    N("unsupported", SIP_HDR_UNSUPPORTED),
+    N("user-agent", SIP_HDR_USER_AGENT),
+    N("via", SIP_HDR_VIA),
+    N("warning", SIP_HDR_WARNING),
+    N("www-authenticate", SIP_HDR_WWW_AUTHENTICATE),
+};
+
+/* RFC 3261 §7.3.3 compact forms, plus the registered extension ones. */
+static const uint8_t compact_kind[26] = {
+    ['b' - 'a'] = SIP_HDR_REFERRED_BY,   ['c' - 'a'] = SIP_HDR_CONTENT_TYPE,
+    ['e' - 'a'] = SIP_HDR_CONTENT_ENCODING, ['f' - 'a'] = SIP_HDR_FROM,
+    ['i' - 'a'] = SIP_HDR_CALL_ID,       ['k' - 'a'] = SIP_HDR_SUPPORTED,
+    ['l' - 'a'] = SIP_HDR_CONTENT_LENGTH, ['m' - 'a'] = SIP_HDR_CONTACT,
+    ['o' - 'a'] = SIP_HDR_EVENT,         ['r' - 'a'] = SIP_HDR_REFER_TO,
+    ['s' - 'a'] = SIP_HDR_SUBJECT,       ['t' - 'a'] = SIP_HDR_TO,
+    ['u' - 'a'] = SIP_HDR_ALLOW_EVENTS,  ['v' - 'a'] = SIP_HDR_VIA,
+    ['x' - 'a'] = SIP_HDR_SESSION_EXPIRES,
+};
+
+/* first-letter buckets into hdr_names, built from the sorted table */
+static const struct {
+    uint8_t start, end;
+} hdr_bucket[26] = {
+    ['a' - 'a'] = {0, 8},   ['c' - 'a'] = {8, 17},  ['d' - 'a'] = {17, 18},
+    ['e' - 'a'] = {18, 21}, ['f' - 'a'] = {21, 23}, ['i' - 'a'] = {23, 24},
+    ['m' - 'a'] = {24, 27}, ['o' - 'a'] = {27, 28}, ['p' - 'a'] = {28, 33},
+    ['r' - 'a'] = {33, 40}, ['s' - 'a'] = {40, 44}, ['t' - 'a'] = {44, 46},
+    ['u' - 'a'] = {46, 48}, ['v' - 'a'] = {48, 49}, ['w' - 'a'] = {49, 51},
+};
+
+static bool name_case_eq(const char *wire, const char *lower, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (slice_lower(wire[i]) != lower[i])
+            return false;
+    return true;
+}
+
+enum sip_hdr_kind sipmsg_hdr_kind(struct slice name)
+{
+    if (name.len == 0)
+        return SIP_HDR_OTHER;
+    char c = slice_lower(name.ptr[0]);
+    if (c < 'a' || c > 'z')
+        return SIP_HDR_OTHER;
+    if (name.len == 1)
+        return (enum sip_hdr_kind)compact_kind[c - 'a'];
+    for (unsigned i = hdr_bucket[c - 'a'].start; i < hdr_bucket[c - 'a'].end; i++) {
+        const struct name_ent *e = &hdr_names[i];
+        if (e->len == name.len && name_case_eq(name.ptr, e->name, name.len))
+            return (enum sip_hdr_kind)e->kind;
+    }
+    return SIP_HDR_OTHER;
+}
+
+enum sip_method sipmsg_method_id(struct slice n)
+{
+    /* Methods are case-sensitive (RFC 3261 §7.1). */
+    switch (n.len) {
+    case 3:
+        if (slice_eq_lit(n, "ACK")) return SIP_METHOD_ACK;
+        if (slice_eq_lit(n, "BYE")) return SIP_METHOD_BYE;
+        break;
+    case 4:
+        if (slice_eq_lit(n, "INFO")) return SIP_METHOD_INFO;
+        break;
+    case 5:
+        if (slice_eq_lit(n, "PRACK")) return SIP_METHOD_PRACK;
+        if (slice_eq_lit(n, "REFER")) return SIP_METHOD_REFER;
+        break;
+    case 6:
+        if (slice_eq_lit(n, "INVITE")) return SIP_METHOD_INVITE;
+        if (slice_eq_lit(n, "CANCEL")) return SIP_METHOD_CANCEL;
+        if (slice_eq_lit(n, "NOTIFY")) return SIP_METHOD_NOTIFY;
+        if (slice_eq_lit(n, "UPDATE")) return SIP_METHOD_UPDATE;
+        break;
+    case 7:
+        if (slice_eq_lit(n, "OPTIONS")) return SIP_METHOD_OPTIONS;
+        if (slice_eq_lit(n, "PUBLISH")) return SIP_METHOD_PUBLISH;
+        if (slice_eq_lit(n, "MESSAGE")) return SIP_METHOD_MESSAGE;
+        break;
+    case 8:
+        if (slice_eq_lit(n, "REGISTER")) return SIP_METHOD_REGISTER;
+        break;
+    case 9:
+        if (slice_eq_lit(n, "SUBSCRIBE")) return SIP_METHOD_SUBSCRIBE;
+        break;
+    }
+    return SIP_METHOD_OTHER;
+}
+
+/* ---- start line ----------------------------------------------------- */
+
+static int fail(struct sip_msg *m, enum sip_err e, const char *buf, const char *at)
+{
+    m->err = e;
+    m->err_pos = (size_t)(at - buf);
+    return -1;
+}
+
+/* "SIP/2.0" case-insensitively; SIP/x.y of another version is VERSION. */
+static enum sip_err check_version(struct slice v)
+{
+    if (slice_case_eq_lit(v, "SIP/2.0"))
+        return SIP_ERR_NONE;
+    if (v.len < 7 || !slice_case_eq(slice_make(v.ptr, 4), SLICE_LIT("SIP/")))
+        return SIP_ERR_START_LINE;
+    size_t i = 4, digits = 0, dots = 0;
+    for (; i < v.len; i++) {
+        if (v.ptr[i] >= '0' && v.ptr[i] <= '9')
+            digits++;
+        else if (v.ptr[i] == '.' && digits && !dots)
+            dots++, digits = 0;
+        else
+            return SIP_ERR_START_LINE;
+    }
+    return (dots == 1 && digits) ? SIP_ERR_VERSION : SIP_ERR_START_LINE;
+}
+
+static int parse_start_line(const char *buf, const char *p, const char *eol, struct sip_msg *m)
+{
+    m->start_line = slice_make(p, (size_t)(eol - p));
+    if (eol - p >= 4 && memcmp(p, "SIP/", 4) == 0) {
+        /* Status-Line = SIP-Version SP Status-Code SP Reason-Phrase */
+        const char *sp = memchr(p, ' ', (size_t)(eol - p));
+        if (!sp)
+            return fail(m, SIP_ERR_START_LINE, buf, eol);
+        enum sip_err ve = check_version(slice_make(p, (size_t)(sp - p)));
+        if (ve)
+            return fail(m, ve, buf, p);
+        const char *c = sp + 1, *ce = c;
+        while (ce < eol && *ce >= '0' && *ce <= '9')
+            ce++;
+        if (ce - c != 3 || (ce < eol && *ce != ' '))
+            return fail(m, SIP_ERR_STATUS_CODE, buf, c);
+        int code = (c[0] - '0') * 100 + (c[1] - '0') * 10 + (c[2] - '0');
+        if (code < 100 || code > 699)
+            return fail(m, SIP_ERR_STATUS_CODE, buf, c);
+        m->is_request = false;
+        m->status = code;
+        m->reason = ce < eol ? slice_make(ce + 1, (size_t)(eol - ce - 1)) : SLICE_NULL;
+        return 0;
+    }
+    /* Request-Line = Method SP Request-URI SP SIP-Version: single spaces only */
+    const char *q = p;
+    while (q < eol && is_token(*q))
+        q++;
+    if (q == p || q == eol || *q != ' ')
+        return fail(m, SIP_ERR_START_LINE, buf, q);
+    m->method_name = slice_make(p, (size_t)(q - p));
+    const char *u = q + 1;
+    const char *ue = memchr(u, ' ', (size_t)(eol - u));
+    if (!ue || ue == u)
+        return fail(m, SIP_ERR_START_LINE, buf, u);
+    m->ruri = slice_make(u, (size_t)(ue - u));
+    struct slice ver = slice_make(ue + 1, (size_t)(eol - ue - 1));
+    enum sip_err ve = check_version(ver);
+    if (ve)
+        return fail(m, ve, buf, ue + 1);
+    m->is_request = true;
+    m->method = (uint8_t)sipmsg_method_id(m->method_name);
+    return 0;
+}
+
+/* ---- headers -------------------------------------------------------- */
+
+static bool is_split_kind(unsigned k)
+{
+    switch (k) {
+    case SIP_HDR_VIA:
+    case SIP_HDR_ROUTE:
+    case SIP_HDR_RECORD_ROUTE:
+    case SIP_HDR_PATH:
+    case SIP_HDR_CONTACT:
+    case SIP_HDR_PROXY_REQUIRE:
+    case SIP_HDR_REQUIRE:
+    case SIP_HDR_SUPPORTED:
+    case SIP_HDR_UNSUPPORTED:
+    case SIP_HDR_ALLOW:
+        return true;
+    }
+    return false;
+}
+
+/* Skips linear white space, folded line breaks included. */
+static const char *skip_lws(const char *p, const char *end)
+{
+    for (;;) {
+        while (p < end && is_ws(*p))
+            p++;
+        if (p + 2 < end && p[0] == '\r' && p[1] == '\n' && is_ws(p[2]))
+            p += 3;
+        else if (p + 1 < end && p[0] == '\n' && is_ws(p[1]))
+            p += 2;
+        else
+            return p;
+    }
+}
+
+static struct slice trim(const char *p, const char *e)
+{
+    p = skip_lws(p, e);
+    while (e > p && (is_ws(e[-1]) || e[-1] == '\r' || e[-1] == '\n'))
+        e--;
+    return slice_make(p, (size_t)(e - p));
+}
+
+static bool decode_u32(struct slice s, uint32_t *out)
+{
+    uint64_t v;
+    if (!slice_to_u64(s, UINT32_MAX, &v))
+        return false;
+    *out = (uint32_t)v;
+    return true;
+}
+
+/* CSeq = 1*DIGIT LWS Method */
+static enum sip_err decode_cseq(struct slice v, struct sip_msg *m)
+{
+    const char *p = v.ptr, *e = v.ptr + v.len, *d = p;
+    while (d < e && *d >= '0' && *d <= '9')
+        d++;
+    if (!decode_u32(slice_make(p, (size_t)(d - p)), &m->cseq))
+        return SIP_ERR_CSEQ;
+    const char *mp = skip_lws(d, e);
+    if (mp == d)
+        return SIP_ERR_CSEQ;
+    const char *me = mp;
+    while (me < e && is_token(*me))
+        me++;
+    if (me == mp || me != e)
+        return SIP_ERR_CSEQ;
+    m->cseq_method_name = slice_make(mp, (size_t)(me - mp));
+    m->cseq_method = (uint8_t)sipmsg_method_id(m->cseq_method_name);
+    return SIP_ERR_NONE;
+}
+
+/* Per-kind decoding of the values every layer needs. */
+static enum sip_err decode_header(struct sip_msg *m, unsigned kind, struct slice v)
+{
+    switch (kind) {
+    case SIP_HDR_CONTENT_LENGTH: {
+        if (m->content_length >= 0)
+            return SIP_ERR_CL_DUPLICATE;
+        uint64_t cl;
+        if (!slice_to_u64(v, UINT32_MAX, &cl))
+            return SIP_ERR_CONTENT_LENGTH;
+        m->content_length = (int64_t)cl;
+        break;
+    }
+    case SIP_HDR_CSEQ:
+        if (m->count[SIP_HDR_CSEQ] == 0)
+            return decode_cseq(v, m);
+        break;
+    case SIP_HDR_MAX_FORWARDS:
+        if (m->count[SIP_HDR_MAX_FORWARDS] == 0) {
+            uint32_t mf;
+            if (!decode_u32(v, &mf) || mf > 255)
+                return SIP_ERR_MAX_FORWARDS;
+            m->max_forwards = (int)mf;
+        }
+        break;
+    case SIP_HDR_CALL_ID:
+        if (m->count[SIP_HDR_CALL_ID] == 0)
+            m->call_id = v;
+        break;
+    }
+    return SIP_ERR_NONE;
+}
+
+static bool add_value(struct sip_msg *m, const struct sipmsg_limits *lim, struct slice name,
+                      struct slice value, struct slice line, unsigned kind, uint8_t flags)
+{
+    if (m->nhdrs >= lim->max_headers)
+        return false;
+    struct sip_hdr *h = &m->hdrs[m->nhdrs];
+    h->name = name;
+    h->value = value;
+    h->line = line;
+    h->kind = (uint8_t)kind;
+    h->flags = flags;
+    if (m->first[kind] == SIPMSG_NO_HDR)
+        m->first[kind] = m->nhdrs;
+    m->count[kind]++;
+    m->nhdrs++;
+    return true;
+}
+
+/* Splits a comma list, honouring quoted strings and <...>; adds one value each. */
+static bool add_split(struct sip_msg *m, const struct sipmsg_limits *lim, struct slice name,
+                      const char *vs, const char *ve, struct slice line, unsigned kind)
+{
+    const char *start = vs;
+    bool quoted = false, angle = false;
+    unsigned n = 0;
+    for (const char *p = vs; p <= ve; p++) {
+        if (p < ve) {
+            char c = *p;
+            if (quoted) {
+                if (c == '\\' && p + 1 < ve)
+                    p++;
+                else if (c == '"')
+                    quoted = false;
+                continue;
+            }
+            if (c == '"')
+                quoted = true;
+            else if (c == '<')
+                angle = true;
+            else if (c == '>')
+                angle = false;
+            if (c != ',' || angle)
+                continue;
+        }
+        uint8_t flags = n ? SIP_HF_SAME_LINE : 0;
+        if (p == ve)
+            flags |= SIP_HF_LAST_IN_LINE;
+        if (!add_value(m, lim, name, trim(start, p), line, kind, flags))
+            return false;
+        n++;
+        start = p + 1;
+    }
+    return true;
+}
+
+/* Finds the end of one (possibly folded) header line starting at p.
+ * Returns a pointer just past its final LF, or NULL when the buffer ends
+ * before we can tell (the next line might be a continuation). */
+static const char *line_end(const char *p, const char *end)
+{
+    for (;;) {
+        const char *lf = memchr(p, '\n', (size_t)(end - p));
+        if (!lf || lf + 1 >= end)
+            return NULL;
+        if (!is_ws(lf[1]))
+            return lf + 1;
+        p = lf + 1;
+    }
+}
+
+int sipmsg_parse(const char *buf, size_t len, struct sip_msg *m, struct sip_hdr *hdrs,
+                 const struct sipmsg_limits *lim, unsigned flags)
+{
+    const bool dgram = flags & SIPMSG_DATAGRAM;
+    memset(m, 0, offsetof(struct sip_msg, first));
+    memset(m->first, 0xff, sizeof m->first);
+    memset(m->count, 0, sizeof m->count);
+    m->hdrs = hdrs;
+    m->cseq = 0;
+    m->cseq_method = 0;
+    m->cseq_method_name = SLICE_NULL;
+    m->max_forwards = -1;
+    m->content_length = -1;
+    m->call_id = SLICE_NULL;
+    m->headers_len = 0;
+    m->body = SLICE_NULL;
+    m->msg_len = 0;
+    m->err = SIP_ERR_NONE;
+    m->err_pos = 0;
+
+    const char *end = buf + len;
+    const char *limit_end = buf + (len < lim->max_msg_size ? len : lim->max_msg_size);
+    const char *p = buf;
+    /* RFC 3261 §7.5: ignore CRLFs before the start line (they count
+     * towards the size limit, and must not run past it) */
+    while (p < limit_end && (*p == '\r' || *p == '\n'))
+        p++;
+    const char *sl = p;
+    const char *lf = memchr(p, '\n', (size_t)(limit_end - p));
+    if (!lf) {
+        if (len >= lim->max_msg_size)
+            return fail(m, SIP_ERR_TOO_LARGE, buf, limit_end);
+        return dgram ? fail(m, SIP_ERR_NO_HEADER_END, buf, end) : -2;
+    }
+    const char *eol = (lf > sl && lf[-1] == '\r') ? lf - 1 : lf;
+    if (parse_start_line(buf, sl, eol, m) < 0)
+        return -1;
+    p = lf + 1;
+
+    for (;;) {
+        if (p >= limit_end) {
+            if (len >= lim->max_msg_size)
+                return fail(m, SIP_ERR_TOO_LARGE, buf, limit_end);
+            return dgram ? fail(m, SIP_ERR_NO_HEADER_END, buf, end) : -2;
+        }
+        /* empty line: end of headers */
+        if (*p == '\n') {
+            p += 1;
+            break;
+        }
+        if (*p == '\r') {
+            if (p + 1 >= limit_end) {
+                if (len >= lim->max_msg_size)
+                    return fail(m, SIP_ERR_TOO_LARGE, buf, limit_end);
+                return dgram ? fail(m, SIP_ERR_NO_HEADER_END, buf, end) : -2;
+            }
+            if (p[1] == '\n') {
+                p += 2;
+                break;
+            }
+            return fail(m, SIP_ERR_HEADER_SYNTAX, buf, p);
+        }
+        if (is_ws(*p))
+            return fail(m, SIP_ERR_HEADER_SYNTAX, buf, p); /* fold without a header */
+        const char *le = line_end(p, limit_end);
+        if (!le) {
+            if (len >= lim->max_msg_size && limit_end == buf + lim->max_msg_size)
+                return fail(m, SIP_ERR_TOO_LARGE, buf, limit_end);
+            if (dgram) {
+                /* a datagram that ends right after a header line */
+                return fail(m, SIP_ERR_NO_HEADER_END, buf, end);
+            }
+            return -2;
+        }
+        /* header-name HCOLON */
+        const char *n = p;
+        while (n < le && is_token(*n))
+            n++;
+        if (n == p)
+            return fail(m, SIP_ERR_HEADER_SYNTAX, buf, p);
+        struct slice name = slice_make(p, (size_t)(n - p));
+        const char *c = n;
+        while (c < le && is_ws(*c))
+            c++;
+        if (c >= le || *c != ':')
+            return fail(m, SIP_ERR_HEADER_SYNTAX, buf, c);
+        struct slice line = slice_make(p, (size_t)(le - p));
+        unsigned kind = sipmsg_hdr_kind(name);
+        const char *vs = c + 1, *ve = le;
+        bool ok;
+        if (is_split_kind(kind)) {
+            struct slice t = trim(vs, ve);
+            ok = add_split(m, lim, name, t.ptr, t.ptr + t.len, line, kind);
+        } else {
+            struct slice v = trim(vs, ve);
+            /* a bad value is remembered, and the header block is still
+             * indexed so that an error response can be built from it */
+            enum sip_err de = decode_header(m, kind, v);
+            if (de && !m->err) {
+                m->err = de;
+                m->err_pos = (size_t)(v.ptr - buf);
+            }
+            ok = add_value(m, lim, name, v, line, kind, SIP_HF_LAST_IN_LINE);
+        }
+        if (!ok)
+            return fail(m, SIP_ERR_TOO_MANY_HEADERS, buf, p);
+        p = le;
+    }
+
+    m->headers_len = (size_t)(p - buf);
+    if (m->err)
+        return -1;
+    size_t avail = len - m->headers_len;
+    if (m->content_length < 0) {
+        if (!dgram)
+            return fail(m, SIP_ERR_CL_MISSING, buf, p);
+        if (len > lim->max_msg_size) /* the body is the rest: it counts too */
+            return fail(m, SIP_ERR_TOO_LARGE, buf, limit_end);
+        m->body = slice_make(p, avail); /* RFC 2543 style: the rest of the datagram */
+        m->msg_len = len;
+    } else {
+        size_t cl = (size_t)m->content_length;
+        if (cl > lim->max_msg_size || m->headers_len + cl > lim->max_msg_size)
+            return fail(m, SIP_ERR_TOO_LARGE, buf, p);
+        if (cl > avail) {
+            if (dgram)
+                return fail(m, SIP_ERR_BODY_SHORT, buf, end);
+            return -2;
+        }
+        m->body = slice_make(p, cl);
+        m->msg_len = dgram ? len : m->headers_len + cl;
+    }
+    if (m->cseq_method_name.len == 0 && m->count[SIP_HDR_CSEQ] == 0)
+        m->cseq = 0;
+    return (int)m->msg_len;
+}
+
+const struct sip_hdr *sipmsg_hdr_nth(const struct sip_msg *m, enum sip_hdr_kind kind, unsigned i)
+{
+    if (m->first[kind] == SIPMSG_NO_HDR || i >= m->count[kind])
+        return NULL;
+    for (unsigned k = m->first[kind]; k < m->nhdrs; k++) {
+        if (m->hdrs[k].kind == kind && i-- == 0)
+            return &m->hdrs[k];
+    }
+    return NULL;
+}
+
+/* ---- validation ----------------------------------------------------- */
+
+static enum sip_err set_err(struct sip_msg *m, enum sip_err e, struct slice at)
+{
+    m->err = e;
+    m->err_pos = 0;
+    (void)at;
+    return e;
+}
+
+static bool addr_ok(struct slice v, bool allow_star)
+{
+    struct sip_addr a;
+    if (sipuri_parse_addr(v, &a) < 0)
+        return false;
+    return allow_star || !a.star;
+}
+
+enum sip_err sipmsg_validate(struct sip_msg *m)
+{
+    static const uint8_t required[] = {SIP_HDR_TO, SIP_HDR_FROM, SIP_HDR_CALL_ID, SIP_HDR_CSEQ,
+                                       SIP_HDR_VIA};
+    static const uint8_t single[] = {SIP_HDR_TO, SIP_HDR_FROM, SIP_HDR_CALL_ID, SIP_HDR_CSEQ,
+                                     SIP_HDR_MAX_FORWARDS, SIP_HDR_CONTENT_TYPE};
+    for (unsigned i = 0; i < sizeof required; i++)
+        if (m->count[required[i]] == 0)
+            return set_err(m, SIP_ERR_MISSING_HEADER, SLICE_NULL);
+    for (unsigned i = 0; i < sizeof single; i++)
+        if (m->count[single[i]] > 1)
+            return set_err(m, SIP_ERR_DUP_HEADER, SLICE_NULL);
+
+    /* the top Via is where a response goes: it must be sound */
+    struct sip_via via;
+    const struct sip_hdr *tv = sipmsg_hdr(m, SIP_HDR_VIA);
+    if (sipuri_parse_via(tv->value, &via) < 0)
+        return set_err(m, SIP_ERR_VIA, tv->value);
+
+    const struct sip_hdr *h = sipmsg_hdr(m, SIP_HDR_TO);
+    if (!addr_ok(h->value, false))
+        return set_err(m, SIP_ERR_ADDRESS, h->value);
+    h = sipmsg_hdr(m, SIP_HDR_FROM);
+    if (!addr_ok(h->value, false))
+        return set_err(m, SIP_ERR_ADDRESS, h->value);
+
+    if (!m->is_request)
+        return SIP_ERR_NONE;
+
+    if (!slice_eq(m->cseq_method_name, m->method_name))
+        return set_err(m, SIP_ERR_CSEQ_METHOD, m->cseq_method_name);
+
+    struct sip_uri u;
+    if (sipuri_parse(m->ruri, &u) < 0 || u.headers.ptr != NULL)
+        return set_err(m, SIP_ERR_REQUEST_URI, m->ruri);
+
+    for (unsigned i = m->first[SIP_HDR_CONTACT]; m->count[SIP_HDR_CONTACT] && i < m->nhdrs;
+         i++) {
+        if (m->hdrs[i].kind == SIP_HDR_CONTACT && !addr_ok(m->hdrs[i].value, true))
+            return set_err(m, SIP_ERR_ADDRESS, m->hdrs[i].value);
+    }
+    /* the proxy routes on these: every value must be a name-addr it can read */
+    static const uint8_t routes[] = {SIP_HDR_ROUTE, SIP_HDR_RECORD_ROUTE, SIP_HDR_PATH};
+    for (unsigned r = 0; r < sizeof routes; r++) {
+        unsigned k = routes[r];
+        for (unsigned i = m->first[k], n = m->count[k]; n && i < m->nhdrs; i++) {
+            if (m->hdrs[i].kind != k)
+                continue;
+            n--;
+            if (!addr_ok(m->hdrs[i].value, false))
+                return set_err(m, SIP_ERR_ADDRESS, m->hdrs[i].value);
+        }
+    }
+    return SIP_ERR_NONE;
+}
+
+static const char *const err_str[SIP_ERR__COUNT] = {
+    [SIP_ERR_NONE] = "no error",
+    [SIP_ERR_START_LINE] = "Malformed Start Line",
+    [SIP_ERR_VERSION] = "Version Not Supported",
+    [SIP_ERR_STATUS_CODE] = "Bad Status Code",
+    [SIP_ERR_HEADER_SYNTAX] = "Malformed Header Line",
+    [SIP_ERR_TOO_MANY_HEADERS] = "Too Many Headers",
+    [SIP_ERR_TOO_LARGE] = "Message Too Large",
+    [SIP_ERR_NO_HEADER_END] = "Truncated Header Block",
+    [SIP_ERR_CONTENT_LENGTH] = "Bad Content-Length",
+    [SIP_ERR_CL_DUPLICATE] = "Duplicate Content-Length",
+    [SIP_ERR_CL_MISSING] = "Missing Content-Length",
+    [SIP_ERR_BODY_SHORT] = "Body Shorter Than Content-Length",
+    [SIP_ERR_CSEQ] = "Bad CSeq",
+    [SIP_ERR_CSEQ_METHOD] = "CSeq Method Mismatch",
+    [SIP_ERR_MAX_FORWARDS] = "Bad Max-Forwards",
+    [SIP_ERR_MISSING_HEADER] = "Missing Mandatory Header",
+    [SIP_ERR_DUP_HEADER] = "Duplicate Header",
+    [SIP_ERR_REQUEST_URI] = "Bad Request-URI",
+    [SIP_ERR_VIA] = "Bad Via",
+    [SIP_ERR_ADDRESS] = "Bad Address Header",
+};
+
+const char *sipmsg_err_str(enum sip_err e)
+{
+    return (unsigned)e < SIP_ERR__COUNT ? err_str[e] : "unknown error";
+}
+
+int sipmsg_err_status(enum sip_err e)
+{
+    switch (e) {
+    case SIP_ERR_VERSION:
+        return 505;
+    case SIP_ERR_TOO_LARGE:
+        return 513;
+    default:
+        return 400;
+    }
+}

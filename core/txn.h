@@ -1,0 +1,84 @@
+/* Per-worker transaction table: a stateful proxy's server+client transaction pairs. */
+#ifndef SIPEDGE_TXN_H
+#define SIPEDGE_TXN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/timer.h"
+#include "core/worker.h"
+
+enum txn_state {
+    TXN_TRYING = 0, /* request forwarded, nothing back yet */
+    TXN_PROCEEDING, /* a provisional response came back */
+    TXN_COMPLETED,  /* final response forwarded; absorbing retransmissions */
+};
+
+/* One proxied request: the server side (towards the sender) and the single
+ * client side (towards the next hop). Owned by the worker that created it. */
+struct txn {
+    uint32_t slot, gen;
+    uint32_t hnext;          /* private: server-key hash chain (slot + 1, 0 ends) */
+    uint64_t key_hash;       /* private */
+    char *key;               /* private: server transaction key */
+    uint16_t key_len;
+
+    uint8_t method;          /* enum sip_method of the request */
+    uint8_t state;           /* enum txn_state */
+    bool invite;
+    bool provisional_seen;
+    bool cancel_pending;     /* CANCEL arrived before any provisional */
+    bool cancelled;
+    bool ack_seen;
+    bool to_upstream;        /* the next hop is the configured upstream */
+    uint8_t upstream_idx;
+
+    /* server side: where responses go */
+    struct rx_info rx;       /* how the request arrived */
+    struct netaddr resp_dst; /* UDP response destination (RFC 3261 §18.2.2 / RFC 3581) */
+    char *resp;              /* last response sent upstream, for retransmissions */
+    uint32_t resp_len;
+    int resp_status;
+
+    /* client side */
+    char *req;               /* the forwarded request, for retransmission and CANCEL */
+    uint32_t req_len;
+    uint8_t out_proto;
+    int out_listener;
+    struct netaddr out_dst;
+    conn_ref out_conn;
+    char branch[48];
+    uint8_t branch_len;
+
+    uint32_t retx_ms;        /* current retransmission interval */
+    struct timer t_retx;     /* A / E on the client side, G on the server side */
+    struct timer t_timeout;  /* B / F */
+    struct timer t_linger;   /* end of life: absorbs retransmissions, then frees */
+};
+
+struct txn_table {
+    struct txn **slots;   /* slot -> txn or NULL */
+    uint32_t *gens;       /* next generation per slot */
+    uint32_t nslots, cap;
+    uint32_t *free_list;
+    uint32_t nfree;
+    uint32_t *buckets;    /* hash of server key -> slot + 1 */
+    uint32_t nbuckets;    /* power of two */
+    uint32_t live;
+    uint32_t max;
+};
+
+int txn_table_init(struct txn_table *t, uint32_t max);
+void txn_table_cleanup(struct txn_table *t);
+
+/* Allocates a transaction with a copy of the server key. NULL when the table
+ * is full or memory ran out. Owner worker only. */
+struct txn *txn_new(struct txn_table *t, const char *key, size_t key_len);
+/* Unlinks and frees a transaction, cancelling its timers. */
+void txn_free(struct txn_table *t, struct txn *x);
+/* Server transaction by key. */
+struct txn *txn_find_key(struct txn_table *t, const char *key, size_t key_len);
+/* Client transaction by slot and generation (from our branch); NULL if stale. */
+struct txn *txn_find_slot(struct txn_table *t, uint32_t slot, uint32_t gen);
+
+#endif

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds a release sipedge, and runs it on its
+# embedded default: loopback listeners, generated development certificates,
+# the built-in registrar. Extra arguments are passed to sipedge.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build -j"$(nproc)" >/dev/null
+scripts/gen-devcerts.sh build/devcerts
+
+exec build/sipedge \
+  --listen udp:127.0.0.1:5060 --listen tcp:127.0.0.1:5060 \
+  --registrar "$@"

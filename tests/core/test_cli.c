@@ -1,0 +1,333 @@
+/* Tests for core/cli.c: defaults, every documented flag, one-line errors with status 2. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/config.h"
+#include "core/sipuri.h"
+#include "core/worker.h"
+
+TestSuite(cli);
+
+static char out_text[16384], err_text[4096];
+static char cert_path[64], empty_path[64];
+
+/* Runs config_from_args on a NULL-terminated list, capturing stdout and stderr. */
+static int run_args(struct config *cfg, const char *const *args)
+{
+    char *argv[64];
+    int argc = 0, rc, saved_out, saved_err;
+    FILE *o = tmpfile(), *e = tmpfile();
+
+    argv[argc++] = (char *)"sipedge";
+    for (; *args; args++)
+        argv[argc++] = (char *)*args;
+    argv[argc] = NULL;
+
+    fflush(stdout);
+    fflush(stderr);
+    saved_out = dup(STDOUT_FILENO);
+    saved_err = dup(STDERR_FILENO);
+    dup2(fileno(o), STDOUT_FILENO);
+    dup2(fileno(e), STDERR_FILENO);
+    rc = config_from_args(cfg, argc, argv);
+    fflush(stdout);
+    fflush(stderr);
+    dup2(saved_out, STDOUT_FILENO);
+    dup2(saved_err, STDERR_FILENO);
+    close(saved_out);
+    close(saved_err);
+
+    rewind(o);
+    out_text[fread(out_text, 1, sizeof(out_text) - 1, o)] = '\0';
+    rewind(e);
+    err_text[fread(err_text, 1, sizeof(err_text) - 1, e)] = '\0';
+    fclose(o);
+    fclose(e);
+    return rc;
+}
+
+static void make_files(void)
+{
+    int fd;
+    strcpy(cert_path, "/tmp/sipedge-test-cli-XXXXXX");
+    fd = mkstemp(cert_path);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(write(fd, "pem\n", 4), 4);
+    close(fd);
+    strcpy(empty_path, "/tmp/sipedge-test-cli-XXXXXX");
+    fd = mkstemp(empty_path);
+    cr_assert_geq(fd, 0);
+    close(fd);
+}
+
+static void remove_files(void)
+{
+    unlink(cert_path);
+    unlink(empty_path);
+}
+
+TestSuite(cli_files, .init = make_files, .fini = remove_files);
+
+Test(cli, defaults)
+{
+    static struct config cfg;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    const char *none[] = {NULL};
+
+    cr_assert_eq(run_args(&cfg, none), 0);
+    cr_assert_eq(cfg.workers, cpus > WORKER_MAX ? WORKER_MAX : (unsigned)cpus);
+    cr_assert_eq(cfg.nlisten, 2);
+    cr_assert_eq(cfg.listen[0].proto, SIP_TRANSPORT_UDP);
+    cr_assert_eq(cfg.listen[1].proto, SIP_TRANSPORT_TCP);
+    cr_assert_str_eq(cfg.listen[0].host, "127.0.0.1");
+    cr_assert_eq(netaddr_port(&cfg.listen[1].addr), 5060);
+    cr_assert(cfg.registrar, "registrar is on without --upstream");
+    cr_assert_eq(cfg.tls_handshake_timeout_ms, 5000);
+    cr_assert_eq(cfg.oos_check_s, 5);
+    cr_assert_eq(cfg.oos_force_s, 5);
+    cr_assert_eq(cfg.max_connections, 65536);
+    cr_assert_eq(cfg.max_message_size, 65535);
+    cr_assert_eq(cfg.overload_dialog_rate, 0);
+    cr_assert_str_empty(cfg.stats_listen);
+    cr_assert_eq(cfg.log_level, LOG_INFO);
+    cr_assert_not(cfg.log_json);
+    cr_assert_str_empty(err_text);
+}
+
+Test(cli_files, every_documented_flag_is_accepted)
+{
+    static struct config cfg;
+    const char *args[] = {"-w",
+                          "2",
+                          "-l",
+                          "udp:127.0.0.1:5070",
+                          "--listen",
+                          "tcp:[::1]:5070",
+                          "--listen=tls:0.0.0.0:5071",
+                          "--advertise",
+                          "edge.example.com",
+                          "-u",
+                          "sip:10.0.0.1:5060;transport=tcp",
+                          "--upstream",
+                          "sips:sip.example.com",
+                          "--peer",
+                          "b.example.com=sips:edge.b.example.com",
+                          "--registrar",
+                          "--flow-secret",
+                          cert_path,
+                          "--tls-cert",
+                          cert_path,
+                          "--tls-key",
+                          cert_path,
+                          "--tls-ca",
+                          cert_path,
+                          "--tls-mutual",
+                          "--tls-handshake-timeout",
+                          "2500",
+                          "--dns-server",
+                          "127.0.0.1:5353",
+                          "--dns-server",
+                          "::1",
+                          "--oos-check",
+                          "7",
+                          "--oos-force",
+                          "3",
+                          "--max-connections",
+                          "1000",
+                          "--max-message-size",
+                          "8192",
+                          "--overload-dialog-rate",
+                          "50",
+                          "--stats-listen",
+                          "127.0.0.1:9090",
+                          "--stats-tls",
+                          "--log-level",
+                          "debug",
+                          "--log-format",
+                          "json",
+                          NULL};
+
+    cr_assert_eq(run_args(&cfg, args), 0, "stderr: %s", err_text);
+    cr_assert_eq(cfg.workers, 2);
+    cr_assert_eq(cfg.nlisten, 3);
+    cr_assert_eq(cfg.listen[1].addr.sa.sa_family, AF_INET6);
+    cr_assert_str_eq(cfg.listen[1].host, "[::1]");
+    cr_assert_eq(cfg.listen[2].proto, SIP_TRANSPORT_TLS);
+    cr_assert_str_eq(cfg.advertise, "edge.example.com");
+    cr_assert_eq(cfg.nupstream, 2);
+    cr_assert_str_eq(cfg.upstream[1], "sips:sip.example.com");
+    cr_assert_eq(cfg.npeers, 1);
+    cr_assert_str_eq(cfg.peers[0].domain, "b.example.com");
+    cr_assert_str_eq(cfg.peers[0].uri, "sips:edge.b.example.com");
+    cr_assert(cfg.registrar);
+    cr_assert_str_eq(cfg.tls_ca, cert_path);
+    cr_assert(cfg.tls_mutual);
+    cr_assert_eq(cfg.tls_handshake_timeout_ms, 2500);
+    cr_assert_eq(cfg.ndns, 2);
+    cr_assert_eq(cfg.oos_check_s, 7);
+    cr_assert_eq(cfg.oos_force_s, 3);
+    cr_assert_eq(cfg.max_connections, 1000);
+    cr_assert_eq(cfg.max_message_size, 8192);
+    cr_assert_eq(cfg.overload_dialog_rate, 50);
+    cr_assert_str_eq(cfg.stats_listen, "127.0.0.1:9090");
+    cr_assert(cfg.stats_tls);
+    cr_assert_eq(cfg.log_level, LOG_DEBUG);
+    cr_assert(cfg.log_json);
+}
+
+Test(cli_files, tls_cert_adds_the_default_tls_listener)
+{
+    static struct config cfg;
+    const char *args[] = {"--tls-cert", cert_path,      "--tls-key", cert_path,
+                          "-u",         "sip:10.0.0.1", NULL};
+    cr_assert_eq(run_args(&cfg, args), 0, "stderr: %s", err_text);
+    cr_assert_eq(cfg.nlisten, 3);
+    cr_assert_eq(cfg.listen[2].proto, SIP_TRANSPORT_TLS);
+    cr_assert_eq(netaddr_port(&cfg.listen[2].addr), 5061);
+    cr_assert_not(cfg.registrar, "an upstream turns the embedded registrar off");
+}
+
+/* Each case: the arguments and the flag the one error line must name. */
+struct bad_case {
+    const char *args[8];
+    const char *flag;
+};
+
+Test(cli_files, bad_flags_exit_2_with_one_line_naming_the_flag)
+{
+    static struct config cfg;
+    const struct bad_case cases[] = {
+        {{"--workers", "0"}, "--workers"},
+        {{"-w", "65"}, "--workers"},
+        {{"-w", "2x"}, "--workers"},
+        {{"-w", "-1"}, "--workers"},
+        {{"-w"}, "--workers"},
+        {{"--listen", "sctp:127.0.0.1:5060"}, "--listen"},
+        {{"-l", "udp:localhost:5060"}, "--listen"},
+        {{"-l", "udp:127.0.0.1"}, "--listen"},
+        {{"-l", "udp:127.0.0.1:0"}, "--listen"},
+        {{"-l", "tcp:::1:5060"}, "--listen"},
+        {{"-l", "tls:127.0.0.1:5061"}, "--listen"},
+        {{"--advertise", ""}, "--advertise"},
+        {{"--advertise", "a b"}, "--advertise"},
+        {{"-u", "http://x"}, "--upstream"},
+        {{"-u", "sip:"}, "--upstream"},
+        {{"-u", "sip:a", "-u", "sip:b", "-u", "sip:c"}, "--upstream"},
+        {{"--peer", "example.com"}, "--peer"},
+        {{"--peer", "=sip:x"}, "--peer"},
+        {{"--peer", "example.com=mailto:x"}, "--peer"},
+        {{"--registrar=yes"}, "--registrar"},
+        {{"--flow-secret", "/nonexistent/key"}, "--flow-secret"},
+        {{"--flow-secret", empty_path}, "--flow-secret"},
+        {{"--flow-secret", "/tmp"}, "--flow-secret"},
+        {{"--tls-cert", "/nonexistent/cert.pem"}, "--tls-cert"},
+        {{"--tls-key", "/nonexistent/key.pem"}, "--tls-key"},
+        {{"--tls-ca", "/nonexistent/ca.pem"}, "--tls-ca"},
+        {{"--tls-cert", cert_path}, "--tls-key"},
+        {{"--tls-key", cert_path}, "--tls-cert"},
+        {{"--tls-mutual"}, "--tls-mutual"},
+        {{"--tls-handshake-timeout", "0"}, "--tls-handshake-timeout"},
+        {{"--tls-handshake-timeout", "5s"}, "--tls-handshake-timeout"},
+        {{"--dns-server", "dns.example.com"}, "--dns-server"},
+        {{"--oos-check", "0"}, "--oos-check"},
+        {{"--oos-force", "x"}, "--oos-force"},
+        {{"--max-connections", "0"}, "--max-connections"},
+        {{"--max-message-size", "100"}, "--max-message-size"},
+        {{"--max-message-size", "99999999999999999999999"}, "--max-message-size"},
+        {{"--overload-dialog-rate", "-5"}, "--overload-dialog-rate"},
+        {{"--stats-listen", "9090"}, "--stats-listen"},
+        {{"--stats-tls"}, "--stats-tls"},
+        {{"--log-level", "verbose"}, "--log-level"},
+        {{"--log-format", "xml"}, "--log-format"},
+        {{"--no-such-flag"}, "--no-such-flag"},
+        {{"-x"}, "-x"},
+        {{"stray"}, "stray"},
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char want[64];
+        const char *nl;
+        int rc = run_args(&cfg, cases[i].args);
+        cr_assert_eq(rc, 2, "case %zu (%s): returned %d", i, cases[i].args[0], rc);
+        snprintf(want, sizeof(want), "sipedge: %s: ", cases[i].flag);
+        cr_assert(strncmp(err_text, want, strlen(want)) == 0,
+                  "case %zu: got \"%s\", want \"%s...\"", i, err_text, want);
+        nl = strchr(err_text, '\n');
+        cr_assert(nl && nl[1] == '\0', "case %zu: not exactly one line: \"%s\"", i, err_text);
+        cr_assert_str_empty(out_text);
+    }
+}
+
+Test(cli, help_lists_every_documented_flag)
+{
+    static struct config cfg;
+    /* ARCHITECTURE.md section 7 */
+    static const char *const flags[] = {
+        "-w, --workers",
+        "-l, --listen",
+        "--advertise",
+        "-u, --upstream",
+        "--peer",
+        "--registrar",
+        "--flow-secret",
+        "--tls-cert",
+        "--tls-key",
+        "--tls-ca",
+        "--tls-mutual",
+        "--tls-handshake-timeout",
+        "--dns-server",
+        "--oos-check",
+        "--oos-force",
+        "--max-connections",
+        "--max-message-size",
+        "--overload-dialog-rate",
+        "--stats-listen",
+        "--stats-tls",
+        "--log-level",
+        "--log-format",
+        "-h, --help",
+        "-V, --version",
+    };
+    const char *args[] = {"--help", NULL};
+
+    cr_assert_eq(run_args(&cfg, args), 1);
+    for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++)
+        cr_assert_not_null(strstr(out_text, flags[i]), "--help does not mention %s", flags[i]);
+}
+
+/* The other direction: every --flag the help shows is one the parser knows. */
+Test(cli, every_flag_in_help_is_accepted)
+{
+    static struct config cfg;
+    static char help[sizeof(out_text)];
+    const char *args[] = {"--help", NULL};
+    unsigned seen = 0;
+
+    cr_assert_eq(run_args(&cfg, args), 1);
+    memcpy(help, out_text, sizeof(help));
+    for (char *line = strtok(help, "\n"); line; line = strtok(NULL, "\n")) {
+        char flag[64], *dash = strstr(line, "--");
+        const char *try[2] = {flag, NULL};
+        size_t n;
+        if (!dash || dash > line + 10) continue; /* a continuation or prose line */
+        n = strcspn(dash, " \t");
+        cr_assert_lt(n, sizeof(flag));
+        memcpy(flag, dash, n);
+        flag[n] = '\0';
+        run_args(&cfg, try);
+        cr_assert_null(strstr(err_text, "unknown"), "%s: %s", flag, err_text);
+        seen++;
+    }
+    cr_assert_geq(seen, 24);
+}
+
+Test(cli, version)
+{
+    static struct config cfg;
+    const char *args[] = {"-V", NULL};
+    cr_assert_eq(run_args(&cfg, args), 1);
+    cr_assert(strncmp(out_text, "sipedge ", 8) == 0);
+}
