@@ -13,6 +13,8 @@
 #include "core/sipmsg.h"
 #include "core/sipuri.h"
 #include "core/txn.h"
+#include "registry/flowmap.h"
+#include "registry/flowtoken.h"
 #include "registry/locmap.h"
 
 #define T1_MS 500
@@ -37,6 +39,8 @@ struct proxy_worker {
     unsigned nup;
     unsigned active; /* index of the upstream in service */
     struct locmap *loc;
+    struct flowmap *flows;
+    const struct flowtoken_key *key;
     bool registrar;
     struct sipmsg_limits lim;
     uint64_t stat_absorbed, stat_local_replies, stat_forwarded, stat_timeouts;
@@ -44,17 +48,34 @@ struct proxy_worker {
     char aux[OUT_CAP];
 };
 
-/* ---- the process-wide location map ---------------------------------- */
+/* ---- state shared by all workers (registry/) --------------------------- */
 
-static struct locmap *shared_loc;
-static pthread_once_t loc_once = PTHREAD_ONCE_INIT;
-static void loc_create(void) { shared_loc = locmap_new(); }
+/* Created once by the first worker to start, read-only afterwards except
+ * through the maps' own lock-free operations. */
+static struct shared {
+    struct locmap *loc;         /* built-in registrar: AOR -> bindings */
+    struct flowmap *flows;      /* phone address + transport -> connection */
+    struct flowtoken_key key;   /* flow token HMAC key */
+    int rc;
+} shared;
+static pthread_once_t shared_once = PTHREAD_ONCE_INIT;
+static const struct config *shared_cfg;
 
-struct locmap *proxy_locmap(void)
+static void shared_create(void)
 {
-    pthread_once(&loc_once, loc_create);
-    return shared_loc;
+    shared.loc = locmap_new();
+    shared.flows = flowmap_new();
+    if (!shared.loc || !shared.flows) {
+        shared.rc = -ENOMEM;
+        return;
+    }
+    shared.rc = flowtoken_key_init(&shared.key, shared_cfg->flow_secret_file);
+    if (shared.rc < 0)
+        LOG_E("--flow-secret %s: %s", shared_cfg->flow_secret_file, strerror(-shared.rc));
 }
+
+struct locmap *proxy_locmap(void) { return shared.loc; }
+struct flowmap *proxy_flowmap(void) { return shared.flows; }
 
 /* ---- small helpers -------------------------------------------------- */
 
@@ -93,9 +114,12 @@ static bool is_local(const struct worker *w, struct slice host, int port)
 {
     for (unsigned i = 0; i < w->cfg->nlisten; i++) {
         const char *lh = worker_listener_host(w, i);
+        struct slice ls = slice_make(lh, strlen(lh));
+        if (ls.len > 2 && lh[0] == '[') /* IPv6 hosts come bracketed */
+            ls = slice_make(lh + 1, ls.len - 2);
         int lp = worker_listener_port(w, i);
         int p = port ? port : default_port(w->cfg->listen[i].proto);
-        if (p == lp && slice_case_eq(host, slice_make(lh, strlen(lh))))
+        if (p == lp && slice_case_eq(host, ls))
             return true;
     }
     return false;
@@ -125,6 +149,18 @@ static int uri_target(const struct sip_uri *u, uint8_t *proto, struct netaddr *d
         return -EHOSTUNREACH;
     *proto = p;
     return 0;
+}
+
+/* "Name: <sip:[token@]host:port;transport=x;lr[;ob]>\r\n" for one of our listeners. */
+static int own_uri_line(const struct worker *w, const char *name, int listener, uint8_t proto,
+                        const char *token, bool ob, char *out, size_t cap)
+{
+    const char *host = worker_listener_host(w, (unsigned)listener);
+    int port = worker_listener_port(w, (unsigned)listener);
+    int n = snprintf(out, cap, "%s: <sip:%s%s%s:%d;transport=%s;lr%s>\r\n", name,
+                     token ? token : "", token ? "@" : "", host, port, proto_lc(proto),
+                     ob ? ";ob" : "");
+    return n < 0 || (size_t)n >= cap ? 0 : n;
 }
 
 /* ---- replies built by sipedge --------------------------------------- */
@@ -310,6 +346,14 @@ static int parse_upstream(const char *text, struct upstream *up)
 
 int proxy_worker_init(struct worker *w)
 {
+    /* every worker reads the shared maps: it is an RCU (QSBR) reader */
+    locmap_thread_register();
+    shared_cfg = w->cfg;
+    pthread_once(&shared_once, shared_create);
+    if (shared.rc < 0) {
+        locmap_thread_unregister();
+        return shared.rc;
+    }
     struct proxy_worker *p = calloc(1, sizeof *p);
     if (!p)
         return -ENOMEM;
@@ -330,12 +374,9 @@ int proxy_worker_init(struct worker *w)
         }
         p->nup++;
     }
-    p->loc = proxy_locmap();
-    if (!p->loc) {
-        txn_table_cleanup(&p->txns);
-        free(p);
-        return -ENOMEM;
-    }
+    p->loc = shared.loc;
+    p->flows = shared.flows;
+    p->key = &shared.key;
     w->proxy = p;
     return 0;
 }
@@ -347,7 +388,18 @@ void proxy_worker_cleanup(struct worker *w)
     txn_table_cleanup(&w->proxy->txns);
     free(w->proxy);
     w->proxy = NULL;
+    locmap_thread_unregister();
 }
+
+void proxy_quiescent(struct worker *w, bool sleeping)
+{
+    if (sleeping)
+        locmap_thread_offline();
+    else
+        locmap_quiescent();
+}
+
+void proxy_awake(struct worker *w) { locmap_thread_online(); }
 
 bool proxy_busy(struct worker *w)
 {
@@ -719,6 +771,10 @@ struct route_plan {
     char ruri_buf[LOCMAP_CONTACT_MAX];
     const struct sip_hdr *pop[2]; /* our own Route entries to remove */
     unsigned npop;
+    bool has_flow;                /* a popped Route carried a valid flow token */
+    uint64_t flow_conn;
+    uint8_t flow_proto;
+    struct netaddr flow_peer;
 };
 
 static bool from_upstream(const struct worker *w, const struct rx_info *rx)
@@ -736,6 +792,15 @@ static bool from_upstream(const struct worker *w, const struct rx_info *rx)
                 return true;
         }
     }
+    return false;
+}
+
+/* RFC 5626: the UA said "Supported: outbound". */
+static bool supports_outbound(const struct sip_msg *m)
+{
+    for (unsigned i = 0; i < m->count[SIP_HDR_SUPPORTED]; i++)
+        if (slice_case_eq_lit(sipmsg_hdr_nth(m, SIP_HDR_SUPPORTED, i)->value, "outbound"))
+            return true;
     return false;
 }
 
@@ -792,14 +857,13 @@ static void forward_request(struct worker *w, const struct rx_info *rx, const st
     char via[256];
     const char *host = worker_listener_host(w, (unsigned)out_l);
     int port = worker_listener_port(w, (unsigned)out_l);
-    bool v6 = strchr(host, ':') != NULL;
     uint32_t lh = loop_hash(m);
     int vn;
     if (x) {
-        vn = snprintf(via, sizeof via, "Via: SIP/2.0/%s %s%s%s:%d;branch=" BRANCH_PREFIX
+        vn = snprintf(via, sizeof via, "Via: SIP/2.0/%s %s:%d;branch=" BRANCH_PREFIX
                       "%02x%06x%08x%08x\r\n",
-                      sipuri_transport_str(rp->proto), v6 ? "[" : "", host, v6 ? "]" : "", port,
-                      w->id & 0xff, x->slot & 0xffffff, x->gen, lh);
+                      sipuri_transport_str(rp->proto), host, port, w->id & 0xff,
+                      x->slot & 0xffffff, x->gen, lh);
         x->branch_len = (uint8_t)snprintf(x->branch, sizeof x->branch, BRANCH_PREFIX
                                           "%02x%06x%08x%08x", w->id & 0xff, x->slot & 0xffffff,
                                           x->gen, lh);
@@ -808,9 +872,8 @@ static void forward_request(struct worker *w, const struct rx_info *rx, const st
         struct sip_via tv;
         sipuri_parse_via(sipmsg_hdr(m, SIP_HDR_VIA)->value, &tv);
         uint64_t h = fnv(FNV_INIT, tv.branch);
-        vn = snprintf(via, sizeof via, "Via: SIP/2.0/%s %s%s%s:%d;branch=z9hG4bKSa%016llx\r\n",
-                      sipuri_transport_str(rp->proto), v6 ? "[" : "", host, v6 ? "]" : "", port,
-                      (unsigned long long)h);
+        vn = snprintf(via, sizeof via, "Via: SIP/2.0/%s %s:%d;branch=z9hG4bKSa%016llx\r\n",
+                      sipuri_transport_str(rp->proto), host, port, (unsigned long long)h);
     }
 
     struct rewrite rw;
@@ -845,29 +908,39 @@ static void forward_request(struct worker *w, const struct rx_info *rx, const st
     /* Record-Route on dialog-creating requests; two entries when the
      * transport or interface changes (RFC 5658): the top one faces the next
      * hop, the second faces the sender. */
-    char rr[512];
+    /* A flow token names the connection the endpoint's request came on, so
+     * later requests routed through this entry go back over that very
+     * connection (RFC 5626 §5.2 style). Only for requests from endpoints. */
+    char token[FLOWTOKEN_STR_LEN + 1];
+    const char *tok = NULL;
+    bool from_endpoint = !from_upstream(w, rx);
+    if (from_endpoint && (m->method == SIP_METHOD_REGISTER || rx->proto != SIP_TRANSPORT_UDP)) {
+        size_t tn = flowtoken_encode(p->key, rx->conn, rx->proto, &rx->src, token, sizeof token);
+        token[tn] = 0;
+        tok = tn ? token : NULL;
+    }
+    bool ob = supports_outbound(m);
+
+    char rr[768];
     int rrn = 0;
     bool dialog_creating = (m->method == SIP_METHOD_INVITE || m->method == SIP_METHOD_SUBSCRIBE ||
                             m->method == SIP_METHOD_REFER) &&
                            !has_to_tag(m);
     if (dialog_creating) {
-        unsigned in_l = rx->listener;
-        const char *ih = worker_listener_host(w, in_l);
-        int ip_ = worker_listener_port(w, in_l);
-        bool iv6 = strchr(ih, ':') != NULL;
-        rrn = snprintf(rr, sizeof rr, "Record-Route: <sip:%s%s%s:%d;transport=%s;lr>\r\n",
-                       v6 ? "[" : "", host, v6 ? "]" : "", port, proto_lc(rp->proto));
-        if (in_l != (unsigned)out_l || rx->proto != rp->proto)
-            rrn += snprintf(rr + rrn, sizeof rr - (size_t)rrn,
-                            "Record-Route: <sip:%s%s%s:%d;transport=%s;lr>\r\n", iv6 ? "[" : "", ih,
-                            iv6 ? "]" : "", ip_, proto_lc(rx->proto));
+        int in_l = rx->listener;
+        bool twice = in_l != out_l || rx->proto != rp->proto;
+        /* the top entry faces the next hop, the second faces the sender */
+        rrn = own_uri_line(w, "Record-Route", out_l, rp->proto, twice ? NULL : tok, false, rr,
+                           sizeof rr);
+        if (twice)
+            rrn += own_uri_line(w, "Record-Route", in_l, rx->proto, tok, false, rr + rrn,
+                                sizeof rr - (size_t)rrn);
         rewrite_add_before(&rw, m, SIP_HDR_RECORD_ROUTE, slice_make(rr, (size_t)rrn));
     }
     /* Path on a REGISTER relayed to the SIP Server (RFC 3327) */
-    char path[256];
+    char path[512];
     if (m->method == SIP_METHOD_REGISTER && rp->to_upstream) {
-        int pn = snprintf(path, sizeof path, "Path: <sip:%s%s%s:%d;transport=%s;lr>\r\n",
-                          v6 ? "[" : "", host, v6 ? "]" : "", port, proto_lc(rp->proto));
+        int pn = own_uri_line(w, "Path", out_l, rp->proto, tok, ob, path, sizeof path);
         rewrite_add_before(&rw, m, SIP_HDR_PATH, slice_make(path, (size_t)pn));
     }
 
@@ -1014,6 +1087,12 @@ static void handle_request(struct worker *w, const struct rx_info *rx, struct si
         }
     }
 
+    if (m->method == SIP_METHOD_REGISTER && rx->proto != SIP_TRANSPORT_UDP &&
+        !from_upstream(w, rx)) {
+        /* this worker owns rx->conn: it is the one writer of its entry */
+        struct flow_entry fe = {rx->conn, rx->proto, rx->src, w->now_ms};
+        flowmap_set(p->flows, &fe);
+    }
     bool local_ruri = uri_is_local(w, &ruri);
     if (ruri.scheme == SIP_SCHEME_OTHER) {
         reply(w, rx, m, 416, NULL, NULL);
@@ -1050,6 +1129,45 @@ static void handle_request(struct worker *w, const struct rx_info *rx, struct si
         if (!uri_is_local(w, &ra.uri))
             break;
         rp.pop[rp.npop++] = r;
+        if (ra.uri.user.len && !rp.has_flow) {
+            switch (flowtoken_decode(p->key, ra.uri.user, &rp.flow_conn, &rp.flow_proto,
+                                     &rp.flow_peer)) {
+            case FLOWTOKEN_OK:
+                rp.has_flow = true;
+                break;
+            case FLOWTOKEN_FORGED:
+                w->stats.bad_msgs++;
+                LOG_RL(LOG_WARN, "forged flow token in Route");
+                reply(w, rx, m, 403, "Invalid Flow Token", NULL);
+                return;
+            case FLOWTOKEN_MALFORMED:
+                break; /* a user part that is not a token of ours */
+            }
+        }
+    }
+    /* 1b. a flow token: deliver over that flow, unless the request comes from
+     * the flow's own endpoint (then the token is just our Record-Route) */
+    if (rp.has_flow && !(rx->proto == rp.flow_proto && netaddr_eq(&rx->src, &rp.flow_peer))) {
+        if (m->count[SIP_HDR_ROUTE] > rp.npop) {
+            /* more Routes after ours: loose routing continues past us */
+        } else if (rp.flow_proto == SIP_TRANSPORT_UDP) {
+            rp.proto = SIP_TRANSPORT_UDP;
+            rp.dst = rp.flow_peer;
+            forward_request(w, rx, m, buf, len, &rp, key, key_len);
+            return;
+        } else {
+            struct flow_entry fe;
+            if (!flowmap_lookup(p->flows, rp.flow_proto, &rp.flow_peer, &fe)) {
+                reply(w, rx, m, 430, NULL, NULL);
+                return;
+            }
+            /* the phone may have re-registered over a new connection */
+            rp.proto = rp.flow_proto;
+            rp.dst = rp.flow_peer;
+            rp.conn = fe.conn;
+            forward_request(w, rx, m, buf, len, &rp, key, key_len);
+            return;
+        }
     }
     /* 2. a remaining Route is the next hop */
     if (m->count[SIP_HDR_ROUTE] > rp.npop) {
@@ -1122,6 +1240,11 @@ static void handle_request(struct worker *w, const struct rx_info *rx, struct si
                   NULL);
             return;
         }
+        /* a phone's contact over a stream: use the connection it registered
+         * over, whichever worker holds it (stickiness without Path) */
+        struct flow_entry fe;
+        if (rp.proto != SIP_TRANSPORT_UDP && flowmap_lookup(p->flows, rp.proto, &rp.dst, &fe))
+            rp.conn = fe.conn;
         forward_request(w, rx, m, buf, len, &rp, key, key_len);
         return;
     }
@@ -1318,6 +1441,9 @@ void proxy_on_worker_msg(struct worker *w, struct worker_msg *m)
 void proxy_on_conn_closed(struct worker *w, conn_ref c, const struct netaddr *peer,
                           uint8_t proto)
 {
-    if (w->proxy && w->proxy->registrar)
+    if (!w->proxy)
+        return;
+    flowmap_remove(w->proxy->flows, proto, peer, c);
+    if (w->proxy->registrar)
         locmap_drop_conn(w->proxy->loc, c);
 }

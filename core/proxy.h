@@ -10,4 +10,8 @@ struct locmap;
  * use. Any thread. */
 struct locmap *proxy_locmap(void);
 
+struct flowmap;
+/* The process-wide flow map (phone address + transport -> connection). */
+struct flowmap *proxy_flowmap(void);
+
 #endif

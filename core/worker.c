@@ -1160,7 +1160,12 @@ static void worker_loop(struct worker *w)
             atomic_thread_fence(memory_order_seq_cst);
             if (!rings_empty(w)) timeout = 0;
         }
+        /* RCU (QSBR): this turn holds no shared-map reference any more;
+         * a sleeping worker is offline so it never delays a grace period */
+        proxy_quiescent(w, timeout != 0);
         n = epoll_wait(rt->epfd, ev, EPOLL_BATCH, timeout);
+        if (timeout != 0)
+            proxy_awake(w);
         atomic_store_explicit(&rt->sleeping, false, memory_order_relaxed);
         if (n < 0) {
             if (errno != EINTR) LOG_RL(LOG_ERR, "epoll_wait: %s", strerror(errno));
@@ -1239,7 +1244,9 @@ static void *worker_main(void *arg)
     pthread_mutex_unlock(&rt->run->lock);
     if (!atomic_load_explicit(&rt->run->stop, memory_order_acquire)) worker_loop(w);
     close_all_conns(w);
-    if (rt->proxy_ready) proxy_worker_cleanup(w);
+    if (rt->proxy_ready) {
+        proxy_worker_cleanup(w);
+    }
     log_stats(w);
     self = NULL;
     return NULL;

@@ -157,6 +157,11 @@ void proxy_on_message(struct worker *w, const struct rx_info *rx, char *buf, siz
 void proxy_on_worker_msg(struct worker *w, struct worker_msg *m);
 /* A connection owned by w closed (peer, error, timeout). */
 void proxy_on_conn_closed(struct worker *w, conn_ref c, const struct netaddr *peer, uint8_t proto);
+/* Called once per loop turn when the worker holds no reference into the
+ * shared RCU maps; sleeping says it is about to block in epoll_wait. */
+void proxy_quiescent(struct worker *w, bool sleeping);
+/* Called after a blocking epoll_wait returned (only when sleeping was true). */
+void proxy_awake(struct worker *w);
 /* True while transactions are still in flight (used by the SIGTERM drain). */
 bool proxy_busy(struct worker *w);
 

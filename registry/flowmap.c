@@ -1,0 +1,130 @@
+/* Which connection (and so which worker) holds each phone's flow:
+ * remote address + transport -> conn_ref, in a liburcu lock-free hash table. */
+#include "registry/flowmap.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <urcu-qsbr.h>
+#include <urcu/rculfhash.h>
+
+struct flow_node {
+    struct cds_lfht_node node;
+    struct rcu_head rcu;
+    struct flow_entry e; /* immutable once published */
+};
+
+struct flowmap {
+    struct cds_lfht *ht;
+};
+
+struct flow_key {
+    uint8_t proto;
+    const struct netaddr *peer;
+};
+
+static unsigned long key_hash(uint8_t proto, const struct netaddr *peer)
+{
+    return (unsigned long)(netaddr_hash(peer) * 31 + proto);
+}
+
+static int match(struct cds_lfht_node *node, const void *key)
+{
+    const struct flow_node *n = caa_container_of(node, struct flow_node, node);
+    const struct flow_key *k = key;
+    return n->e.proto == k->proto && netaddr_eq(&n->e.peer, k->peer);
+}
+
+static void free_rcu(struct rcu_head *h)
+{
+    free(caa_container_of(h, struct flow_node, rcu));
+}
+
+struct flowmap *flowmap_new(void)
+{
+    struct flowmap *fm = calloc(1, sizeof *fm);
+    if (!fm)
+        return NULL;
+    fm->ht = cds_lfht_new(4096, 4096, 0, CDS_LFHT_AUTO_RESIZE | CDS_LFHT_ACCOUNTING, NULL);
+    if (!fm->ht) {
+        free(fm);
+        return NULL;
+    }
+    return fm;
+}
+
+void flowmap_free(struct flowmap *fm)
+{
+    if (!fm)
+        return;
+    struct cds_lfht_iter it;
+    struct flow_node *n;
+    rcu_read_lock();
+    cds_lfht_for_each_entry(fm->ht, &it, n, node)
+    {
+        if (cds_lfht_del(fm->ht, &n->node) == 0)
+            call_rcu(&n->rcu, free_rcu);
+    }
+    rcu_read_unlock();
+    rcu_barrier();
+    cds_lfht_destroy(fm->ht, NULL);
+    free(fm);
+}
+
+int flowmap_set(struct flowmap *fm, const struct flow_entry *e)
+{
+    struct flow_node *n = malloc(sizeof *n);
+    if (!n)
+        return -ENOMEM;
+    cds_lfht_node_init(&n->node);
+    n->e = *e;
+    struct flow_key k = {e->proto, &n->e.peer};
+    rcu_read_lock();
+    struct cds_lfht_node *old =
+        cds_lfht_add_replace(fm->ht, key_hash(e->proto, &e->peer), match, &k, &n->node);
+    rcu_read_unlock();
+    if (old)
+        call_rcu(&caa_container_of(old, struct flow_node, node)->rcu, free_rcu);
+    return 0;
+}
+
+void flowmap_remove(struct flowmap *fm, uint8_t proto, const struct netaddr *peer, uint64_t conn)
+{
+    struct flow_key k = {proto, peer};
+    struct cds_lfht_iter it;
+    rcu_read_lock();
+    cds_lfht_lookup(fm->ht, key_hash(proto, peer), match, &k, &it);
+    struct cds_lfht_node *node = cds_lfht_iter_get_node(&it);
+    if (node) {
+        struct flow_node *n = caa_container_of(node, struct flow_node, node);
+        if (n->e.conn == conn && cds_lfht_del(fm->ht, node) == 0)
+            call_rcu(&n->rcu, free_rcu);
+    }
+    rcu_read_unlock();
+}
+
+bool flowmap_lookup(struct flowmap *fm, uint8_t proto, const struct netaddr *peer,
+                    struct flow_entry *out)
+{
+    struct flow_key k = {proto, peer};
+    struct cds_lfht_iter it;
+    bool found = false;
+    rcu_read_lock();
+    cds_lfht_lookup(fm->ht, key_hash(proto, peer), match, &k, &it);
+    struct cds_lfht_node *node = cds_lfht_iter_get_node(&it);
+    if (node) {
+        *out = caa_container_of(node, struct flow_node, node)->e;
+        found = true;
+    }
+    rcu_read_unlock();
+    return found;
+}
+
+unsigned long flowmap_count(struct flowmap *fm)
+{
+    long before, after;
+    unsigned long count;
+    rcu_read_lock();
+    cds_lfht_count_nodes(fm->ht, &before, &count, &after);
+    rcu_read_unlock();
+    return count;
+}
