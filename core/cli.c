@@ -127,9 +127,11 @@ static void print_help(void)
             printf("%.*s\n%33s", (int)(nl - h), h, "");
         }
     }
-    printf("\nBad options exit with status 2. SIGTERM and SIGINT stop accepting, let\n"
-           "in-flight transactions finish (up to 5 s; a second signal cuts it short)\n"
-           "and exit 0.\n");
+    printf("\nBad options and unusable certificate, key or CA files exit with\n"
+           "status 2. SIGHUP reloads --tls-cert, --tls-key and --tls-ca from the same\n"
+           "paths for new handshakes (open connections keep theirs; on any error the\n"
+           "material in use stays). SIGTERM and SIGINT stop accepting, let in-flight\n"
+           "transactions finish (up to 5 s; a second signal cuts it short) and exit 0.\n");
 }
 
 /* Prints the one error line and returns 2. */
@@ -281,8 +283,7 @@ static int finish(struct config *cfg)
     if (cfg->stats_tls && !cfg->stats_listen[0]) return bad(OPT_STATS_TLS, "needs --stats-listen");
     for (unsigned i = 0; i < cfg->nlisten; i++)
         tls_listener |= cfg->listen[i].proto == SIP_TRANSPORT_TLS;
-    if (tls_listener && !cfg->tls_cert[0])
-        return bad(OPT_LISTEN, "a tls listener needs --tls-cert");
+    if (tls_listener && !cfg->tls_cert[0]) return bad(OPT_TLS_CERT, "required by a tls listener");
 
     if (cfg->nlisten == 0) {
         add_default_listener(cfg, SIP_TRANSPORT_UDP, 5060);

@@ -9,6 +9,7 @@
 #include "core/log.h"
 #include "core/sipuri.h"
 #include "core/worker.h"
+#include "tls/tls.h"
 
 #define DRAIN_LIMIT_MS 5000
 #define DRAIN_POLL_MS  50
@@ -32,6 +33,47 @@ static void log_startup(const struct config *cfg)
     }
     LOG_I("sipedge %s: %u workers, listening on %s%s", SIPEDGE_VERSION, cfg->workers, list,
           cfg->registrar ? ", registrar on" : "");
+}
+
+/* Builds one TLS context per worker from the files cfg names (file I/O: this
+ * thread only, never a worker). Returns 0, or -1 with every context freed
+ * and one line in err naming the flag ("--tls-key: ..."). */
+static int tls_build(const struct config *cfg, uint64_t generation, struct tls_ctx **out, char *err,
+                     size_t errlen)
+{
+    for (unsigned i = 0; i < cfg->workers; i++) {
+        out[i] = tls_ctx_new(cfg, err, errlen);
+        if (!out[i]) {
+            while (i > 0)
+                tls_ctx_free(out[--i]);
+            return -1;
+        }
+        out[i]->generation = generation;
+    }
+    return 0;
+}
+
+/* SIGHUP: new contexts from the same paths for new handshakes; on any error
+ * the material in use stays, untouched. Connections are never dropped. */
+static void tls_reload(const struct config *cfg, uint64_t *generation)
+{
+    struct tls_ctx *fresh[WORKER_MAX];
+    char err[768];
+
+    if (!cfg->tls_cert[0] && !cfg->tls_ca[0]) {
+        LOG_I("reload: no TLS material configured, nothing to do");
+        return;
+    }
+    if (tls_build(cfg, *generation + 1, fresh, err, sizeof(err)) < 0) {
+        LOG_E("TLS reload failed, keeping the current material: %s", err);
+        return;
+    }
+    ++*generation;
+    if (worker_runtime_tls_reload(fresh))
+        LOG_I("TLS material reloaded (generation %llu)", (unsigned long long)*generation);
+    else
+        LOG_W("TLS material reloaded (generation %llu); a busy worker takes it at its next turn",
+              (unsigned long long)*generation);
 }
 
 /* Waits for up to ms for one of the blocked signals; 0 on timeout. */
@@ -75,6 +117,9 @@ static void drain(const sigset_t *set)
 int main(int argc, char **argv)
 {
     static struct config cfg;
+    struct tls_ctx *tls[WORKER_MAX];
+    uint64_t tls_generation = 0;
+    char err[768];
     sigset_t set;
     int rc, sig;
 
@@ -92,7 +137,12 @@ int main(int argc, char **argv)
     sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
 
-    rc = worker_runtime_start(&cfg);
+    /* Bad certificate, key or CA files are bad flags: exit 2, one line. */
+    if (tls_build(&cfg, tls_generation, tls, err, sizeof(err)) < 0) {
+        fprintf(stderr, "sipedge: %s\n", err);
+        return 2;
+    }
+    rc = worker_runtime_start_tls(&cfg, tls);
     if (rc < 0) {
         LOG_E("cannot start: %s", strerror(-rc));
         return 1;
@@ -102,7 +152,7 @@ int main(int argc, char **argv)
     for (;;) {
         sig = wait_signal(&set, -1);
         if (sig == SIGHUP) {
-            LOG_I("reload requested");
+            tls_reload(&cfg, &tls_generation);
             continue;
         }
         if (sig == SIGTERM || sig == SIGINT) break;

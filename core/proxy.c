@@ -811,6 +811,14 @@ static bool has_to_tag(const struct sip_msg *m)
     return t && sipuri_parse_addr(t->value, &a) == 0 && a.tag.ptr != NULL;
 }
 
+/* INVITE, SUBSCRIBE or REFER outside a dialog: gets our Record-Route. */
+static bool creates_dialog(const struct sip_msg *m)
+{
+    return (m->method == SIP_METHOD_INVITE || m->method == SIP_METHOD_SUBSCRIBE ||
+            m->method == SIP_METHOD_REFER) &&
+           !has_to_tag(m);
+}
+
 /* Builds and sends the forwarded request; creates the transaction unless
  * stateless (ACK). */
 static void forward_request(struct worker *w, const struct rx_info *rx, const struct sip_msg *m,
@@ -923,9 +931,7 @@ static void forward_request(struct worker *w, const struct rx_info *rx, const st
 
     char rr[768];
     int rrn = 0;
-    bool dialog_creating = (m->method == SIP_METHOD_INVITE || m->method == SIP_METHOD_SUBSCRIBE ||
-                            m->method == SIP_METHOD_REFER) &&
-                           !has_to_tag(m);
+    bool dialog_creating = creates_dialog(m);
     if (dialog_creating) {
         int in_l = rx->listener;
         bool twice = in_l != out_l || rx->proto != rp->proto;
@@ -1087,11 +1093,17 @@ static void handle_request(struct worker *w, const struct rx_info *rx, struct si
         }
     }
 
-    if (m->method == SIP_METHOD_REGISTER && rx->proto != SIP_TRANSPORT_UDP &&
-        !from_upstream(w, rx)) {
-        /* this worker owns rx->conn: it is the one writer of its entry */
-        struct flow_entry fe = {rx->conn, rx->proto, rx->src, w->now_ms};
-        flowmap_set(p->flows, &fe);
+    /* A stream endpoint's flow is recorded when it REGISTERs and when it
+     * starts a dialog: both hand out its flow token (Path, Record-Route), and
+     * a token is honoured only while its flow is in the map, so an endpoint
+     * that never registers (a gateway) still gets its in-dialog requests.
+     * This worker owns rx->conn: it is the one writer of its entry. */
+    if (rx->proto != SIP_TRANSPORT_UDP && !from_upstream(w, rx)) {
+        bool reg = m->method == SIP_METHOD_REGISTER;
+        struct flow_entry fe = {rx->conn, rx->proto, rx->src, reg ? w->now_ms : 0}, cur;
+        if (reg || (creates_dialog(m) &&
+                    !(flowmap_lookup(p->flows, rx->proto, &rx->src, &cur) && cur.conn == rx->conn)))
+            flowmap_set(p->flows, &fe);
     }
     bool local_ruri = uri_is_local(w, &ruri);
     if (ruri.scheme == SIP_SCHEME_OTHER) {
@@ -1156,12 +1168,16 @@ static void handle_request(struct worker *w, const struct rx_info *rx, struct si
             forward_request(w, rx, m, buf, len, &rp, key, key_len);
             return;
         } else {
+            /* The token names one connection: a newer connection from the
+             * same address (the phone reconnected, or another device behind
+             * the same NAT binding) is another flow, with its own token, so a
+             * stale token gets 430 and never reaches it (RFC 5626 §5.3). */
             struct flow_entry fe;
-            if (!flowmap_lookup(p->flows, rp.flow_proto, &rp.flow_peer, &fe)) {
+            if (!flowmap_lookup(p->flows, rp.flow_proto, &rp.flow_peer, &fe) ||
+                fe.conn != rp.flow_conn) {
                 reply(w, rx, m, 430, NULL, NULL);
                 return;
             }
-            /* the phone may have re-registered over a new connection */
             rp.proto = rp.flow_proto;
             rp.dst = rp.flow_peer;
             rp.conn = fe.conn;

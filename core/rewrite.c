@@ -1,9 +1,6 @@
 /* Builds an outgoing message by splicing edits into the received bytes. */
 #include "core/rewrite.h"
 
-#include <stdarg.h>
-#include <stdio.h>
-
 #include "core/sipuri.h"
 
 void rewrite_init(struct rewrite *rw, const char *src, size_t src_len)
@@ -36,23 +33,37 @@ void rewrite_splice(struct rewrite *rw, size_t off, size_t del, struct slice ins
     rw->out_len = rw->out_len - del + ins.len;
 }
 
-/* Copies a small formatted value into the rewrite's scratch space. */
-static struct slice scratch_printf(struct rewrite *rw, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static struct slice scratch_printf(struct rewrite *rw, const char *fmt, ...)
+/* Appends pre, then mid, then the decimal num when num >= 0, then post to the
+ * rewrite's scratch space and returns the whole as one slice (no printf: this
+ * runs for every forwarded message). Sets overflow when it does not fit. */
+static struct slice scratch_put(struct rewrite *rw, const char *pre, struct slice mid, int num,
+                                const char *post)
 {
-    size_t room = sizeof rw->scratch - rw->scratch_used;
-    char *dst = rw->scratch + rw->scratch_used;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(dst, room, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= room) {
+    char digits[12];
+    size_t nd = 0;
+    if (num >= 0) {
+        unsigned v = (unsigned)num;
+        do
+            digits[sizeof digits - 1 - nd++] = (char)('0' + v % 10);
+        while ((v /= 10) != 0);
+    }
+    size_t npre = strlen(pre), npost = strlen(post);
+    size_t n = npre + mid.len + nd + npost;
+    if (n > sizeof rw->scratch - rw->scratch_used) {
         rw->overflow = true;
         return SLICE_NULL;
     }
-    rw->scratch_used += (size_t)n;
-    return slice_make(dst, (size_t)n);
+    char *dst = rw->scratch + rw->scratch_used, *o = dst;
+    memcpy(o, pre, npre);
+    o += npre;
+    if (mid.len)
+        memcpy(o, mid.ptr, mid.len);
+    o += mid.len;
+    memcpy(o, digits + sizeof digits - nd, nd);
+    o += nd;
+    memcpy(o, post, npost);
+    rw->scratch_used += n;
+    return slice_make(dst, n);
 }
 
 static size_t first_header_off(const struct rewrite *rw, const struct sip_msg *m)
@@ -103,10 +114,10 @@ void rewrite_dec_max_forwards(struct rewrite *rw, const struct sip_msg *m, int d
     const struct sip_hdr *h = sipmsg_hdr(m, SIP_HDR_MAX_FORWARDS);
     if (h) {
         int v = m->max_forwards > 0 ? m->max_forwards - 1 : 0;
-        struct slice s = scratch_printf(rw, "%d", v);
+        struct slice s = scratch_put(rw, "", SLICE_NULL, v, "");
         rewrite_splice(rw, sipmsg_off(rw->src, h->value), h->value.len, s);
     } else {
-        struct slice s = scratch_printf(rw, "Max-Forwards: %d\r\n", dflt);
+        struct slice s = scratch_put(rw, "Max-Forwards: ", SLICE_NULL, dflt, "\r\n");
         rewrite_add_top(rw, m, s);
     }
 }
@@ -120,17 +131,17 @@ void rewrite_via_received(struct rewrite *rw, const struct sip_hdr *h, struct sl
         return;
     }
     if (rport > 0 && v.has_rport && v.rport.len == 0) {
-        struct slice s = scratch_printf(rw, "=%d", rport);
+        struct slice s = scratch_put(rw, "=", SLICE_NULL, rport, "");
         rewrite_splice(rw, sipmsg_off(rw->src, v.rport), 0, s);
     }
     if (addr.len) {
         size_t end = sipmsg_off(rw->src, h->value) + h->value.len;
         if (v.received.len) {
             /* replace an existing received value */
-            struct slice s = scratch_printf(rw, "%.*s", (int)addr.len, addr.ptr);
+            struct slice s = scratch_put(rw, "", addr, -1, "");
             rewrite_splice(rw, sipmsg_off(rw->src, v.received), v.received.len, s);
         } else {
-            struct slice s = scratch_printf(rw, ";received=%.*s", (int)addr.len, addr.ptr);
+            struct slice s = scratch_put(rw, ";received=", addr, -1, "");
             rewrite_splice(rw, end, 0, s);
         }
     }

@@ -45,28 +45,47 @@ __attribute__((constructor)) static void sipuri_init_tables(void)
     }
 }
 
+/* Zeroes a small struct through libc's memset: inline "rep stos", which
+ * GCC picks for these sizes, costs ~35 cycles to start on current x86. */
+static inline void zero(void *p, size_t n)
+{
+    __asm__("" : "+r"(n)); /* hide the constant size from the compiler */
+    memset(p, 0, n);
+}
+
 static inline bool is_c(char c, uint8_t cls) { return ctab[(unsigned char)c] & cls; }
+
+/* Case-insensitive comparison with a lower-case literal made of letters
+ * only. (c | 0x20) folds exactly there: the only bytes that fold onto a
+ * lower-case letter are that letter and its upper-case form. */
+static inline bool alpha_case_eq(struct slice s, const char *lower, size_t n)
+{
+    if (s.len != n)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if ((s.ptr[i] | 0x20) != lower[i])
+            return false;
+    return true;
+}
+#define ALPHA_EQ(s, lit) alpha_case_eq((s), (lit), sizeof(lit) - 1)
 static inline bool is_ws(char c) { return c == ' ' || c == '\t'; }
 
 /* Scans chars of class cls or %HH escapes. Returns the stop position, or NULL
  * on a broken escape. */
 static const char *scan_class(const char *p, const char *e, uint8_t cls)
 {
-    while (p < e) {
-        if (*p == '%') {
-            if (e - p < 3 || !is_c(p[1], C_HEX) || !is_c(p[2], C_HEX))
-                return NULL;
-            p += 3;
-        } else if (is_c(*p, cls)) {
+    for (;;) {
+        while (p < e && is_c(*p, cls) && *p != '%')
             p++;
-        } else {
-            break;
-        }
+        if (p == e || *p != '%')
+            return p;
+        if (e - p < 3 || !is_c(p[1], C_HEX) || !is_c(p[2], C_HEX))
+            return NULL;
+        p += 3;
     }
-    return p;
 }
 
-static const char *skip_lws(const char *p, const char *e)
+static inline const char *skip_lws(const char *p, const char *e)
 {
     for (;;) {
         while (p < e && is_ws(*p))
@@ -82,21 +101,20 @@ static const char *skip_lws(const char *p, const char *e)
 
 bool sipuri_is_ipv4(struct slice h)
 {
-    unsigned parts = 0, digits = 0, val = 0;
-    for (size_t i = 0; i <= h.len; i++) {
-        if (i == h.len || h.ptr[i] == '.') {
-            if (!digits || val > 255)
-                return false;
-            parts++;
-            digits = val = 0;
-            continue;
-        }
-        char c = h.ptr[i];
-        if (c < '0' || c > '9' || ++digits > 3)
+    if (h.len < 7 || h.len > 15) /* "0.0.0.0" .. "255.255.255.255" */
+        return false;
+    const char *p = h.ptr, *e = h.ptr + h.len;
+    for (int part = 0; part < 4; part++) {
+        if (part && (p == e || *p++ != '.'))
             return false;
-        val = val * 10 + (unsigned)(c - '0');
+        const char *d = p;
+        unsigned val = 0;
+        while (p < e && p - d < 3 && *p >= '0' && *p <= '9')
+            val = val * 10 + (unsigned)(*p++ - '0');
+        if (p == d || val > 255)
+            return false;
     }
-    return parts == 4;
+    return p == e;
 }
 
 /* Liberal on purpose (RFC 5118 §4.10): hex digits, colons and an embedded
@@ -118,13 +136,23 @@ bool sipuri_is_ipv6(struct slice h)
 
 enum sip_transport sipuri_transport_id(struct slice n)
 {
-    if (slice_case_eq_lit(n, "udp")) return SIP_TRANSPORT_UDP;
-    if (slice_case_eq_lit(n, "tcp")) return SIP_TRANSPORT_TCP;
-    if (slice_case_eq_lit(n, "tls")) return SIP_TRANSPORT_TLS;
-    if (slice_case_eq_lit(n, "sctp")) return SIP_TRANSPORT_SCTP;
-    if (slice_case_eq_lit(n, "ws")) return SIP_TRANSPORT_WS;
-    if (slice_case_eq_lit(n, "wss")) return SIP_TRANSPORT_WSS;
-    return n.len ? SIP_TRANSPORT_OTHER : SIP_TRANSPORT_NONE;
+    switch (n.len) {
+    case 0:
+        return SIP_TRANSPORT_NONE;
+    case 2:
+        if (ALPHA_EQ(n, "ws")) return SIP_TRANSPORT_WS;
+        break;
+    case 3:
+        if (ALPHA_EQ(n, "udp")) return SIP_TRANSPORT_UDP;
+        if (ALPHA_EQ(n, "tcp")) return SIP_TRANSPORT_TCP;
+        if (ALPHA_EQ(n, "tls")) return SIP_TRANSPORT_TLS;
+        if (ALPHA_EQ(n, "wss")) return SIP_TRANSPORT_WSS;
+        break;
+    case 4:
+        if (ALPHA_EQ(n, "sctp")) return SIP_TRANSPORT_SCTP;
+        break;
+    }
+    return SIP_TRANSPORT_OTHER;
 }
 
 const char *sipuri_transport_str(enum sip_transport t)
@@ -160,7 +188,9 @@ static const char *parse_hostport(const char *p, const char *e, struct slice *ho
         if (p == hs)
             return NULL;
         *host = slice_make(hs, (size_t)(p - hs));
-        *type = sipuri_is_ipv4(*host) ? SIP_HOST_IPV4 : SIP_HOST_NAME;
+        /* only a name that starts with a digit can be a dotted quad */
+        *type = (*hs >= '0' && *hs <= '9' && sipuri_is_ipv4(*host)) ? SIP_HOST_IPV4
+                                                                     : SIP_HOST_NAME;
         /* a hostname label starts with an alphanumeric */
         if (*type == SIP_HOST_NAME && (hs[0] == '-' || hs[0] == '.'))
             return NULL;
@@ -237,16 +267,16 @@ static const char *parse_uri_params(const char *p, const char *e, struct sip_uri
             val = slice_make(vs, (size_t)(ve - vs));
             p = ve;
         }
-        if (slice_case_eq_lit(name, "transport")) {
+        if (ALPHA_EQ(name, "transport")) {
             u->transport_name = val;
             u->transport = (uint8_t)sipuri_transport_id(val);
-        } else if (slice_case_eq_lit(name, "lr")) {
+        } else if (ALPHA_EQ(name, "lr")) {
             u->lr = true;
-        } else if (slice_case_eq_lit(name, "ob")) {
+        } else if (ALPHA_EQ(name, "ob")) {
             u->ob = true;
-        } else if (slice_case_eq_lit(name, "maddr")) {
+        } else if (ALPHA_EQ(name, "maddr")) {
             u->maddr = val;
-        } else if (slice_case_eq_lit(name, "user")) {
+        } else if (ALPHA_EQ(name, "user")) {
             u->user_param = val;
         }
     }
@@ -300,7 +330,7 @@ static int parse_sip(const char *p, const char *e, struct sip_uri *u)
 
 int sipuri_parse(struct slice s, struct sip_uri *u)
 {
-    memset(u, 0, sizeof *u);
+    zero(u, sizeof *u);
     const char *p = s.ptr, *e = s.ptr + s.len;
     if (s.len == 0 || !((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')))
         return -1;
@@ -311,15 +341,15 @@ int sipuri_parse(struct slice s, struct sip_uri *u)
         return -1;
     u->scheme_name = slice_make(p, (size_t)(c - p));
     const char *rest = c + 1;
-    if (slice_case_eq_lit(u->scheme_name, "sip")) {
+    if (ALPHA_EQ(u->scheme_name, "sip")) {
         u->scheme = SIP_SCHEME_SIP;
         return parse_sip(rest, e, u);
     }
-    if (slice_case_eq_lit(u->scheme_name, "sips")) {
+    if (ALPHA_EQ(u->scheme_name, "sips")) {
         u->scheme = SIP_SCHEME_SIPS;
         return parse_sip(rest, e, u);
     }
-    u->scheme = slice_case_eq_lit(u->scheme_name, "tel") ? SIP_SCHEME_TEL : SIP_SCHEME_OTHER;
+    u->scheme = ALPHA_EQ(u->scheme_name, "tel") ? SIP_SCHEME_TEL : SIP_SCHEME_OTHER;
     if (rest == e)
         return -1;
     for (const char *q = rest; q < e; q++) {
@@ -355,7 +385,7 @@ static const char *scan_quoted(const char *p, const char *e)
  * or at a ',' (callers reject trailing bytes). */
 static const char *parse_gen_params(const char *p, const char *e, struct slice *params,
                                     struct slice *names[], struct slice *vals[], unsigned nnames,
-                                    const char *const want[])
+                                    const struct slice want[])
 {
     p = skip_lws(p, e);
     const char *start = p;
@@ -384,7 +414,7 @@ static const char *parse_gen_params(const char *p, const char *e, struct slice *
             p = skip_lws(ve, e);
         }
         for (unsigned i = 0; i < nnames; i++) {
-            if (slice_case_eq(name, slice_make(want[i], strlen(want[i])))) {
+            if (alpha_case_eq(name, want[i].ptr, want[i].len)) { /* letters only */
                 if (names[i])
                     *names[i] = name;
                 *vals[i] = val;
@@ -398,7 +428,7 @@ static const char *parse_gen_params(const char *p, const char *e, struct slice *
 
 int sipuri_parse_addr(struct slice s, struct sip_addr *a)
 {
-    memset(a, 0, sizeof *a);
+    zero(a, sizeof *a);
     const char *p = skip_lws(s.ptr, s.ptr + s.len), *e = s.ptr + s.len;
     while (e > p && is_ws(e[-1]))
         e--;
@@ -449,7 +479,7 @@ int sipuri_parse_addr(struct slice s, struct sip_addr *a)
     }
     if (sipuri_parse(a->uri_text, &a->uri) < 0)
         return -1;
-    static const char *const want[] = {"tag", "expires", "q"};
+    static const struct slice want[] = {SLICE_LIT("tag"), SLICE_LIT("expires"), SLICE_LIT("q")};
     struct slice *names[] = {NULL, NULL, NULL};
     struct slice *vals[] = {&a->tag, &a->expires, &a->q};
     const char *pe = parse_gen_params(after, e, &a->params, names, vals, 3, want);
@@ -460,13 +490,13 @@ int sipuri_parse_addr(struct slice s, struct sip_addr *a)
 
 int sipuri_parse_via(struct slice s, struct sip_via *v)
 {
-    memset(v, 0, sizeof *v);
+    zero(v, sizeof *v);
     const char *p = skip_lws(s.ptr, s.ptr + s.len), *e = s.ptr + s.len;
     /* sent-protocol = protocol-name SLASH protocol-version SLASH transport */
     const char *t = p;
     while (t < e && is_c(*t, C_TOKEN))
         t++;
-    if (!slice_case_eq_lit(slice_make(p, (size_t)(t - p)), "SIP"))
+    if (!ALPHA_EQ(slice_make(p, (size_t)(t - p)), "sip"))
         return -1;
     p = skip_lws(t, e);
     if (p >= e || *p != '/')
@@ -495,7 +525,8 @@ int sipuri_parse_via(struct slice s, struct sip_via *v)
     p = parse_hostport(hs, e, &v->host, &v->host_raw, &v->port, &type, true);
     if (!p)
         return -1;
-    static const char *const want[] = {"branch", "received", "maddr", "ttl", "rport"};
+    static const struct slice want[] = {SLICE_LIT("branch"), SLICE_LIT("received"),
+                                        SLICE_LIT("maddr"), SLICE_LIT("ttl"), SLICE_LIT("rport")};
     struct slice rport_name = SLICE_NULL;
     struct slice *names[] = {NULL, NULL, NULL, NULL, &rport_name};
     struct slice *vals[] = {&v->branch, &v->received, &v->maddr, &v->ttl, &v->rport};

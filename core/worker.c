@@ -1,4 +1,4 @@
-/* Worker runtime: pinned epoll loops owning UDP/TCP sockets, connections, rings and timers. */
+/* Worker runtime: pinned epoll loops owning UDP/TCP/TLS sockets, connections, rings and timers. */
 #include "core/worker.h"
 
 #include <assert.h>
@@ -7,8 +7,10 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/random.h>
@@ -19,12 +21,14 @@
 #include "core/log.h"
 #include "core/ring.h"
 #include "core/sipuri.h"
+#include "tls/tls.h"
 
 #define UDP_BATCH            32 /* datagrams per recvmmsg */
 #define UDP_BATCHES_PER_EVT  4  /* then let other sockets have a turn */
 #define UDP_MAX_DATAGRAM     65535
 #define ACCEPTS_PER_EVT      64
 #define READS_PER_EVT        1
+#define TLS_RECORDS_PER_EVT  4 /* BoringSSL reads one record at a time */
 #define EPOLL_BATCH          64
 #define RING_BATCH           64
 #define RING_BUDGET          4096       /* ring messages handled per loop turn */
@@ -35,6 +39,7 @@
 #define ACCEPT_PAUSE_MS      100   /* after EMFILE and friends */
 #define LOOP_MAX_WAIT_MS     1000
 #define DRAIN_POLL_MS        50
+#define TLS_RELOAD_WAIT_MS   2000 /* for every worker to take reloaded material */
 #define SLOTS_INITIAL        1024u
 #define SLOTS_OUTBOUND_EXTRA 4096u /* per worker, beyond --max-connections */
 
@@ -62,9 +67,11 @@
                           memory_order_relaxed)
 #define STAT_INC(w, f) STAT_ADD(w, f, 1)
 
-enum conn_state { CONN_CONNECTING = 1, CONN_OPEN, CONN_CLOSED };
+/* TLS connections go CONNECTING (outbound) -> HANDSHAKE -> OPEN; no byte is
+ * read as SIP nor written as plaintext before OPEN. */
+enum conn_state { CONN_CONNECTING = 1, CONN_HANDSHAKE, CONN_OPEN, CONN_CLOSED };
 
-/* A TCP (later TLS) connection. Owned by one worker; freed after the loop
+/* A TCP or TLS connection. Owned by one worker; freed after the loop
  * turn in which it closed, so pointers held up the stack stay valid. */
 struct conn {
     conn_ref ref;
@@ -73,6 +80,9 @@ struct conn {
     uint8_t state; /* enum conn_state */
     bool inbound;  /* accepted: counts against --max-connections */
     bool want_out; /* EPOLLOUT registered */
+    /* TLS: SSL_read needs the socket writable (a post-handshake reply), or
+     * SSL_write needs it readable; retried on that event */
+    bool tls_rd_wants_write, tls_wr_wants_read;
     uint16_t listener;
     struct netaddr peer;
     struct conn *hnext; /* address-hash chain, then the zombie list */
@@ -83,12 +93,15 @@ struct conn {
     /* send side: bytes the socket did not take yet */
     char *wq;
     size_t wq_off, wq_len, wq_cap;
-    /* connect timeout while connecting, then the message timeout */
+    /* connect timeout while connecting, the handshake timeout while
+     * handshaking, then the message timeout */
     struct timer timer;
-    /* TLS hook: the tls/ layer's object for this connection (SSL *), created
-     * and driven by tls_conn_* once tls/ exists; the runtime will hand reads
-     * and writes of TLS connections through it. NULL for TCP. */
-    void *tls;
+    /* TLS: the connection's SSL (holds its own SSL_CTX reference, so a
+     * reload never touches it); NULL for TCP, freed with the conn */
+    SSL *tls;
+    /* outbound TLS: the identity it was opened for and verified (owned
+     * copy); NULL when opened without a name or accepted */
+    char *tls_name;
 };
 
 struct conn_slot {
@@ -117,7 +130,8 @@ struct worker_rt {
     bool proxy_ready;
     bool drained; /* stream listeners closed */
     struct wlistener lis[CONFIG_MAX_LISTEN];
-    unsigned ring_next; /* producer whose ring is drained first next turn */
+    unsigned ring_next;  /* producer whose ring is drained first next turn */
+    struct tls_ctx *tls; /* for new handshakes; NULL: no TLS */
 
     /* connections */
     struct conn_slot *slots;
@@ -140,6 +154,9 @@ struct worker_rt {
     /* written by other threads */
     _Alignas(64) _Atomic bool sleeping; /* the owner may be in epoll_wait */
     _Atomic bool busy;                  /* drain: work in flight as of the last turn */
+    /* reload: contexts published by the control thread, swapped in by the
+     * owner (who then owns them); whoever takes a pointer out frees it */
+    _Atomic(struct tls_ctx *) tls_next;
 };
 
 /* What all workers share: read-only after start, plus the atomics. */
@@ -267,6 +284,24 @@ static struct conn *conn_find(struct worker *w, uint8_t proto, const struct neta
     return NULL;
 }
 
+/* TLS identities: NULL and "" are the same (none); DNS names fold case. */
+static bool tls_name_eq(const char *x, const char *y)
+{
+    bool nx = !x || !*x, ny = !y || !*y;
+    if (nx || ny) return nx && ny;
+    return strcasecmp(x, y) == 0;
+}
+
+/* A TLS connection to a that proves (or will prove) identity `name`. */
+static struct conn *conn_find_tls(struct worker *w, const struct netaddr *a, const char *name)
+{
+    for (struct conn *c = *bucket_of(w->rt, SIP_TRANSPORT_TLS, a); c; c = c->hnext)
+        if (c->proto == SIP_TRANSPORT_TLS && netaddr_eq(&c->peer, a) &&
+            tls_name_eq(c->tls_name, name))
+            return c;
+    return NULL;
+}
+
 static void hash_remove(struct worker_rt *rt, struct conn *c)
 {
     for (struct conn **pp = bucket_of(rt, c->proto, &c->peer); *pp; pp = &(*pp)->hnext) {
@@ -353,6 +388,8 @@ static void conn_close(struct worker *w, struct conn *c, const char *why)
     if (c->state == CONN_CLOSED) return;
     LOG_D("%s %s: closed (%s)", proto_s(c->proto), addr_s(&c->peer, a), why);
     timer_cancel(&c->timer);
+    /* close_notify, best effort; a failed session refuses it by itself */
+    if (c->tls && c->state == CONN_OPEN) tls_conn_shutdown(c->tls);
     close(c->fd); /* also leaves the epoll set */
     c->fd = -1;
     c->state = CONN_CLOSED;
@@ -378,6 +415,8 @@ static void reap_conns(struct worker *w)
     while ((c = w->rt->zombies) != NULL) {
         w->rt->zombies = c->hnext;
         proxy_on_conn_closed(w, c->ref, &c->peer, c->proto);
+        tls_conn_free(c->tls);
+        free(c->tls_name);
         free(c->rbuf);
         free(c->wq);
         free(c);
@@ -411,59 +450,93 @@ static int wq_append(struct worker *w, struct conn *c, const char *buf, size_t l
     return 0;
 }
 
+/* Hands bytes to the connection: send() for TCP, SSL_write() for TLS
+ * (which needs the same bytes again after it could not take them). Returns
+ * the bytes taken, 0 when the socket is full (or TLS waits to read), or
+ * -errno when the connection is broken. */
+static ssize_t conn_send_some(struct conn *c, const char *buf, size_t len)
+{
+    size_t n = 0;
+
+    if (!c->tls) {
+        for (;;) {
+            ssize_t r = send(c->fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (r >= 0) return r;
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+            return -errno;
+        }
+    }
+    c->tls_wr_wants_read = false;
+    switch (tls_conn_write(c->tls, buf, len, &n)) {
+    case TLS_OK:
+        return (ssize_t)n;
+    case TLS_WANT_WRITE:
+        return 0;
+    case TLS_WANT_READ:
+        c->tls_wr_wants_read = true;
+        return 0;
+    case TLS_CLOSED:
+        return -EPIPE;
+    default:
+        return -EPROTO;
+    }
+}
+
+/* EPOLLOUT while bytes wait for a writable socket; not while TLS waits for
+ * the peer's bytes instead (the socket is writable: it would spin). */
+static void update_want_out(struct worker *w, struct conn *c)
+{
+    set_want_out(w, c,
+                 c->tls_rd_wants_write || (c->wq_len && !c->tls_wr_wants_read) ||
+                     c->state == CONN_CONNECTING);
+}
+
 /* Writes queued bytes until the socket is full. Returns 0 or -errno (closed). */
 static int conn_flush(struct worker *w, struct conn *c)
 {
-    if (c->wq_len == 0) {
-        set_want_out(w, c, false);
-        return 0;
-    }
+    if (c->state != CONN_OPEN) return 0;
     while (c->wq_len) {
-        ssize_t n = send(c->fd, c->wq + c->wq_off, c->wq_len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        ssize_t n = conn_send_some(c, c->wq + c->wq_off, c->wq_len);
         if (n < 0) {
-            int err = errno;
-            if (err == EINTR) continue;
-            if (err == EAGAIN || err == EWOULDBLOCK) break;
-            conn_close(w, c, strerror(err));
-            return -err;
+            conn_close(w, c, strerror((int)-n));
+            return (int)n;
         }
+        if (n == 0) break;
         STAT_ADD(w, tx_bytes, (uint64_t)n);
         c->wq_off += (size_t)n;
         c->wq_len -= (size_t)n;
+        if (c->wq_len == 0) w->rt->nqueued--;
     }
-    if (c->wq_len == 0) {
+    if (c->wq_len == 0 && c->wq) {
         free(c->wq);
         c->wq = NULL;
         c->wq_off = c->wq_cap = 0;
-        w->rt->nqueued--;
-        set_want_out(w, c, false);
-    } else {
-        set_want_out(w, c, true);
     }
+    update_want_out(w, c);
     return 0;
 }
 
-/* Sends or queues buf on c, keeping whole writes in order. Returns 0 or
- * -errno; on an error the connection is closed. */
+/* Sends or queues buf on c, keeping whole writes in order. Until a TLS
+ * handshake completes everything queues. Returns 0 or -errno; on an error
+ * the connection is closed. */
 static int conn_write(struct worker *w, struct conn *c, const char *buf, size_t len)
 {
     char a[NETADDR_STRLEN];
 
     if (c->state == CONN_CLOSED) return -ENOTCONN;
-    /* TLS hook: tls_conn_write() will encrypt into the queue here. */
     if (c->state == CONN_OPEN && c->wq_len == 0) {
-        ssize_t n = send(c->fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n < 0) {
-            int err = errno;
-            if (err != EAGAIN && err != EWOULDBLOCK && err != EINTR) {
-                conn_close(w, c, strerror(err));
-                return -err;
+        while (len) {
+            ssize_t n = conn_send_some(c, buf, len);
+            if (n < 0) {
+                conn_close(w, c, strerror((int)-n));
+                return (int)n;
             }
-            n = 0;
+            if (n == 0) break;
+            STAT_ADD(w, tx_bytes, (uint64_t)n);
+            buf += n;
+            len -= (size_t)n;
         }
-        STAT_ADD(w, tx_bytes, (uint64_t)n);
-        buf += n;
-        len -= (size_t)n;
         if (len == 0) return 0;
     }
     if (len > CONN_WQ_MAX - c->wq_len) {
@@ -476,7 +549,7 @@ static int conn_write(struct worker *w, struct conn *c, const char *buf, size_t 
         conn_close(w, c, "out of memory");
         return -ENOMEM;
     }
-    if (c->state == CONN_OPEN) set_want_out(w, c, true);
+    if (c->state == CONN_OPEN) update_want_out(w, c);
     return 0;
 }
 
@@ -543,15 +616,51 @@ static int rbuf_grow(struct worker *w, struct conn *c, size_t need)
     return 0;
 }
 
-/* Reads what the socket has (bounded per event; epoll is level-triggered).
+/* Reads into buf: recv() for TCP, SSL_read() for TLS. Returns the bytes
+ * read, 0 at the end of the stream, -EAGAIN when there is nothing now, or
+ * another -errno when the connection is broken. */
+static ssize_t conn_recv(struct worker *w, struct conn *c, char *buf, size_t room)
+{
+    size_t n = 0;
+
+    if (!c->tls) {
+        ssize_t r = recv(c->fd, buf, room, MSG_DONTWAIT);
+        if (r < 0) return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+        return r;
+    }
+    if (c->tls_rd_wants_write) {
+        c->tls_rd_wants_write = false;
+        update_want_out(w, c);
+    }
+    switch (tls_conn_read(c->tls, buf, room, &n)) {
+    case TLS_OK:
+        return (ssize_t)n;
+    case TLS_WANT_READ:
+        return -EAGAIN;
+    case TLS_WANT_WRITE: /* e.g. answering a KeyUpdate into a full socket */
+        c->tls_rd_wants_write = true;
+        update_want_out(w, c);
+        return -EAGAIN;
+    case TLS_CLOSED:
+        return 0;
+    default:
+        return -EPROTO;
+    }
+}
+
+/* Reads what the connection has (bounded per event; epoll is
+ * level-triggered, and BoringSSL reads no further than the record it
+ * decrypts, so what it has not read stays signalled by the socket).
  * With nothing pending, reads go to the worker's buffer and only the tail of
- * an incomplete message is copied into the connection's own buffer. */
+ * an incomplete message is copied into the connection's own buffer, which
+ * is freed as soon as it is empty again: an idle connection holds none. */
 static void conn_read(struct worker *w, struct conn *c)
 {
     struct worker_rt *rt = w->rt;
     char a[NETADDR_STRLEN];
+    int budget = c->tls ? TLS_RECORDS_PER_EVT : READS_PER_EVT;
 
-    for (int k = 0; k < READS_PER_EVT; k++) {
+    while (budget > 0) {
         bool own = c->rlen > 0;
         unsigned delivered = 0;
         size_t room;
@@ -574,21 +683,20 @@ static void conn_read(struct worker *w, struct conn *c)
             }
             buf = c->rbuf;
             room = c->rcap - c->rlen;
-            n = recv(c->fd, buf + c->rlen, room, MSG_DONTWAIT);
+            n = conn_recv(w, c, buf + c->rlen, room);
         } else {
             buf = rt->sbuf;
             room = rt->sbuf_cap;
-            n = recv(c->fd, buf, room, MSG_DONTWAIT);
+            n = conn_recv(w, c, buf, room);
         }
         if (n == 0) {
             conn_close(w, c, "closed by peer");
             return;
         }
         if (n < 0) {
-            int err = errno;
-            if (err == EAGAIN || err == EWOULDBLOCK) return;
-            if (err == EINTR) continue;
-            conn_close(w, c, strerror(err));
+            if (n == -EAGAIN) return;
+            if (n == -EINTR) continue;
+            conn_close(w, c, strerror((int)-n));
             return;
         }
         STAT_ADD(w, rx_bytes, (uint64_t)n);
@@ -624,9 +732,113 @@ static void conn_read(struct worker *w, struct conn *c)
             timer_cancel(&c->timer);
         else if (c->rlen > 0 && (delivered || !timer_armed(&c->timer)))
             timer_arm(w, &c->timer, MSG_TIMEOUT_MS);
-        if ((size_t)n < room) return; /* the socket is most likely empty */
+        if (c->tls) {
+            /* Decrypted bytes BoringSSL still holds are not signalled by
+             * the socket: take them now (at most one record, no read). */
+            if (!tls_conn_pending(c->tls)) budget--;
+        } else {
+            if ((size_t)n < room) return; /* the socket is most likely empty */
+            budget--;
+        }
     }
 }
+
+/* ---- TLS handshakes --------------------------------------------------- */
+
+/* Counts, logs (rate-limited: the peer decides how often) and closes. */
+static void tls_failed(struct worker *w, struct conn *c, enum tls_fail why)
+{
+    char a[NETADDR_STRLEN];
+
+    STAT_INC(w, tls_fail[why]);
+    if (c->inbound)
+        LOG_RL(LOG_INFO, "tls handshake failed from %s: %s", addr_s(&c->peer, a),
+               tls_fail_str(why));
+    else
+        LOG_RL(LOG_WARN, "tls handshake failed with %s (%s%s): %s", addr_s(&c->peer, a),
+               c->tls_name ? "as " : "its IP address", c->tls_name ? c->tls_name : "",
+               tls_fail_str(why));
+    conn_close(w, c, "tls handshake failed");
+}
+
+static void tls_established(struct worker *w, struct conn *c)
+{
+    char a[NETADDR_STRLEN];
+    bool resumed = tls_conn_resumed(c->tls);
+
+    c->state = CONN_OPEN;
+    timer_cancel(&c->timer);
+    STAT_INC(w, tls_handshakes);
+    if (resumed) STAT_INC(w, tls_resumed);
+    LOG_D("tls %s: %s established%s", addr_s(&c->peer, a), tls_conn_version(c->tls),
+          resumed ? " (resumed)" : "");
+    /* An accepted connection must deliver its first message in time too. */
+    if (c->inbound) timer_arm(w, &c->timer, MSG_TIMEOUT_MS);
+    if (c->wq_len)
+        conn_flush(w, c);
+    else
+        update_want_out(w, c);
+}
+
+/* Drives the handshake as far as the socket allows. */
+static void tls_step(struct worker *w, struct conn *c)
+{
+    enum tls_fail why = TLS_FAIL_NONE;
+
+    switch (tls_conn_handshake(c->tls, &why)) {
+    case TLS_OK:
+        tls_established(w, c);
+        break;
+    case TLS_WANT_READ:
+        set_want_out(w, c, false);
+        break;
+    case TLS_WANT_WRITE:
+        set_want_out(w, c, true);
+        break;
+    default:
+        tls_failed(w, c, why == TLS_FAIL_NONE ? TLS_FAIL_PROTOCOL : why);
+        break;
+    }
+}
+
+/* Outbound: the TCP connection is up; start the client handshake, verifying
+ * the name the connection was opened for, or dst's IP address. */
+static void tls_start_client(struct worker *w, struct conn *c)
+{
+    char ip[NETADDR_STRLEN], a[NETADDR_STRLEN];
+    const char *name = c->tls_name;
+
+    /* Never "": that would verify the chain only. */
+    if (!name && netaddr_ip_str(&c->peer, ip, sizeof(ip)) > 0) name = ip;
+    c->tls = name ? tls_conn_client(w->rt->tls, c->fd, name) : NULL;
+    if (!c->tls) {
+        STAT_INC(w, dropped);
+        LOG_RL(LOG_ERR, "tls connection to %s: %s", addr_s(&c->peer, a),
+               w->rt->tls ? "cannot create" : "no TLS context");
+        conn_close(w, c, "tls setup failed");
+        return;
+    }
+    c->state = CONN_HANDSHAKE;
+    timer_arm(w, &c->timer, w->cfg->tls_handshake_timeout_ms);
+    tls_step(w, c);
+}
+
+/* Takes the contexts the control thread published, if any, for the
+ * handshakes that start from now on. */
+static void tls_swap(struct worker *w)
+{
+    struct worker_rt *rt = w->rt;
+    struct tls_ctx *next;
+
+    if (!atomic_load_explicit(&rt->tls_next, memory_order_relaxed)) return;
+    next = atomic_exchange_explicit(&rt->tls_next, NULL, memory_order_acquire);
+    if (!next) return;
+    tls_ctx_free(rt->tls);
+    rt->tls = next;
+    LOG_D("tls material generation %llu in use", (unsigned long long)next->generation);
+}
+
+/* ---- connection events ------------------------------------------------ */
 
 static void connect_done(struct worker *w, struct conn *c)
 {
@@ -642,8 +854,12 @@ static void connect_done(struct worker *w, struct conn *c)
         conn_close(w, c, "connect failed");
         return;
     }
-    c->state = CONN_OPEN;
     timer_cancel(&c->timer);
+    if (c->proto == SIP_TRANSPORT_TLS) {
+        tls_start_client(w, c);
+        return;
+    }
+    c->state = CONN_OPEN;
     if (c->wq_len) {
         conn_flush(w, c);
     } else {
@@ -659,6 +875,8 @@ static void conn_timeout(struct worker *w, struct timer *t)
     if (c->state == CONN_CONNECTING) {
         LOG_RL(LOG_WARN, "%s connect to %s: timed out", proto_s(c->proto), addr_s(&c->peer, a));
         conn_close(w, c, "connect timeout");
+    } else if (c->state == CONN_HANDSHAKE) {
+        tls_failed(w, c, TLS_FAIL_TIMEOUT);
     } else {
         STAT_INC(w, dropped);
         LOG_RL(LOG_INFO, "%s %s: no complete message within %d s: closing", proto_s(c->proto),
@@ -676,10 +894,18 @@ static void conn_event(struct worker *w, conn_ref ref, uint32_t events)
         if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) return;
         connect_done(w, c);
         if (c->state != CONN_OPEN) return;
-    } else if (events & EPOLLOUT) {
+    } else if (c->state == CONN_HANDSHAKE) {
+        /* Once established, what the peer sent after its Finished is still
+         * in the socket and signalled again (level-triggered). */
+        tls_step(w, c);
+        return;
+    } else if ((events & EPOLLOUT) || (c->tls_wr_wants_read && (events & EPOLLIN))) {
         if (conn_flush(w, c) < 0) return;
     }
-    if (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) conn_read(w, c);
+    if (c->state != CONN_OPEN) return;
+    if ((events & (EPOLLIN | EPOLLERR | EPOLLHUP)) ||
+        (c->tls_rd_wants_write && (events & EPOLLOUT)))
+        conn_read(w, c);
 }
 
 /* ---- listeners -------------------------------------------------------- */
@@ -731,24 +957,31 @@ static void accept_conns(struct worker *w, unsigned li)
                    proto_s(l->proto), addr_s(&peer, a), cfg->max_connections);
             continue;
         }
-        if (l->proto == SIP_TRANSPORT_TLS) {
-            /* TLS hook: tls_conn_accept() will start the server handshake here,
-             * bounded by --tls-handshake-timeout. */
-            atomic_fetch_sub_explicit(&rt->run->nconns, 1, memory_order_relaxed);
-            close(fd);
-            STAT_INC(w, dropped);
-            LOG_RL(LOG_WARN, "TLS not built yet: closing connection from %s", addr_s(&peer, a));
-            continue;
-        }
-        struct conn *c = conn_new(w, fd, l->proto, li, &peer, true, CONN_OPEN);
+        bool tls = l->proto == SIP_TRANSPORT_TLS;
+        struct conn *c =
+            conn_new(w, fd, l->proto, li, &peer, true, tls ? CONN_HANDSHAKE : CONN_OPEN);
         if (!c) {
             atomic_fetch_sub_explicit(&rt->run->nconns, 1, memory_order_relaxed);
             STAT_INC(w, dropped);
             continue;
         }
         STAT_INC(w, conns_accepted);
-        /* An accepted connection must deliver its first message in time too. */
-        timer_arm(w, &c->timer, MSG_TIMEOUT_MS);
+        if (!tls) {
+            /* An accepted connection must deliver its first message in time too. */
+            timer_arm(w, &c->timer, MSG_TIMEOUT_MS);
+            continue;
+        }
+        /* The server handshake runs from the socket's events; nothing is
+         * read as SIP before it completes, and it must within the limit. */
+        c->tls = tls_conn_server(rt->tls, fd);
+        if (!c->tls) {
+            STAT_INC(w, dropped);
+            LOG_RL(LOG_ERR, "tls connection from %s: %s", addr_s(&peer, a),
+                   rt->tls ? "cannot create" : "no TLS context");
+            conn_close(w, c, "tls setup failed");
+            continue;
+        }
+        timer_arm(w, &c->timer, cfg->tls_handshake_timeout_ms);
     }
 }
 
@@ -867,9 +1100,10 @@ static bool addr_is_any(const struct netaddr *a)
 }
 
 /* Opens a non-blocking connection to dst; bytes written before it completes
- * wait in its queue. */
+ * (and, for TLS, before its handshake to identity tls_name completes) wait
+ * in its queue. */
 static int conn_connect(struct worker *w, uint8_t proto, int listener, const struct netaddr *dst,
-                        struct conn **out)
+                        const char *tls_name, struct conn **out)
 {
     const struct config *cfg = w->cfg;
     int li = outbound_listener(cfg, proto, listener, dst->sa.sa_family);
@@ -878,6 +1112,7 @@ static int conn_connect(struct worker *w, uint8_t proto, int listener, const str
     struct conn *c;
     int fd, one = 1;
 
+    if (proto == SIP_TRANSPORT_TLS && !w->rt->tls) return -EPROTONOSUPPORT;
     fd = socket(dst->sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) return -errno;
     /* Leave from the listener's address, so Via and the source agree. */
@@ -905,7 +1140,18 @@ static int conn_connect(struct worker *w, uint8_t proto, int listener, const str
     }
     c = conn_new(w, fd, proto, (unsigned)li, dst, false, state);
     if (!c) return -ENOMEM;
-    if (state == CONN_CONNECTING) timer_arm(w, &c->timer, CONNECT_TIMEOUT_MS);
+    if (proto == SIP_TRANSPORT_TLS && tls_name && tls_name[0]) {
+        c->tls_name = strdup(tls_name);
+        if (!c->tls_name) {
+            conn_close(w, c, "out of memory");
+            return -ENOMEM;
+        }
+    }
+    if (state == CONN_CONNECTING)
+        timer_arm(w, &c->timer, CONNECT_TIMEOUT_MS);
+    else if (proto == SIP_TRANSPORT_TLS)
+        tls_start_client(w, c);
+    if (c->state == CONN_CLOSED) return -ECONNABORTED;
     *out = c;
     return 0;
 }
@@ -957,12 +1203,14 @@ int worker_send(struct worker *w, uint8_t proto, int listener, const struct neta
     case SIP_TRANSPORT_UDP:
         return udp_send(w, listener, dst, buf, len);
     case SIP_TRANSPORT_TCP:
-        c = conn_find(w, proto, dst);
+    case SIP_TRANSPORT_TLS:
+        c = proto == SIP_TRANSPORT_TLS ? conn_find_tls(w, dst, tls_name) : conn_find(w, proto, dst);
         if (!c) {
-            rc = conn_connect(w, proto, listener, dst, &c);
+            rc = conn_connect(w, proto, listener, dst, tls_name, &c);
             if (rc < 0) {
                 char a[NETADDR_STRLEN];
-                LOG_RL(LOG_WARN, "tcp connect to %s: %s", addr_s(dst, a), strerror(-rc));
+                LOG_RL(LOG_WARN, "%s connect to %s: %s", proto_s(proto), addr_s(dst, a),
+                       strerror(-rc));
                 return rc;
             }
         }
@@ -971,11 +1219,6 @@ int worker_send(struct worker *w, uint8_t proto, int listener, const struct neta
         STAT_INC(w, tx_msgs);
         if (used) *used = c->ref;
         return 0;
-    case SIP_TRANSPORT_TLS:
-        /* TLS hook: reuse or open a connection, then tls_conn_connect() with
-         * tls_name as the expected identity. */
-        (void)tls_name;
-        return -EPROTONOSUPPORT;
     default:
         return -EPROTONOSUPPORT;
     }
@@ -1145,6 +1388,7 @@ static void worker_loop(struct worker *w)
         int n, timeout;
 
         w->now_ms = mono_ms();
+        tls_swap(w);
         timer_wheel_run(w, w->now_ms);
         more = drain_rings(w);
         drain_step(w);
@@ -1164,8 +1408,7 @@ static void worker_loop(struct worker *w)
          * a sleeping worker is offline so it never delays a grace period */
         proxy_quiescent(w, timeout != 0);
         n = epoll_wait(rt->epfd, ev, EPOLL_BATCH, timeout);
-        if (timeout != 0)
-            proxy_awake(w);
+        if (timeout != 0) proxy_awake(w);
         atomic_store_explicit(&rt->sleeping, false, memory_order_relaxed);
         if (n < 0) {
             if (errno != EINTR) LOG_RL(LOG_ERR, "epoll_wait: %s", strerror(errno));
@@ -1213,12 +1456,19 @@ static void close_all_conns(struct worker *w)
 static void log_stats(const struct worker *w)
 {
 #define S(f) (unsigned long long)atomic_load_explicit(&w->stats.f, memory_order_relaxed)
+    char fails[TLS_FAIL__COUNT * 32];
+    size_t n = 0;
+
+    for (int f = TLS_FAIL_NONE + 1; f < TLS_FAIL__COUNT; f++)
+        n += (size_t)snprintf(fails + n, sizeof(fails) - n, " %s=%llu", tls_fail_str(f),
+                              S(tls_fail[f]));
     LOG_I("rx %llu msgs %llu bytes, tx %llu msgs %llu bytes, bad %llu, dropped %llu, "
           "keepalives %llu, conns accepted %llu refused %llu closed %llu, "
-          "ring handover %llu refused %llu wakeups %llu",
+          "ring handover %llu refused %llu wakeups %llu, "
+          "tls handshakes %llu resumed %llu failed%s",
           S(rx_msgs), S(rx_bytes), S(tx_msgs), S(tx_bytes), S(bad_msgs), S(dropped), S(keepalives),
           S(conns_accepted), S(conns_refused), S(conns_closed), S(ring_handover), S(ring_refused),
-          S(ring_wakeups));
+          S(ring_wakeups), S(tls_handshakes), S(tls_resumed), fails);
 #undef S
 }
 
@@ -1324,6 +1574,8 @@ static void worker_destroy(struct worker *w)
     free(rt->buckets);
     free(rt->sbuf);
     free(rt->ubuf);
+    tls_ctx_free(rt->tls);
+    tls_ctx_free(atomic_load(&rt->tls_next));
     free(rt);
     free(w);
 }
@@ -1437,17 +1689,35 @@ static void wake_all(struct runtime *run)
         eventfd_signal(run->w[i]->rt->evfd);
 }
 
+static void tls_ctxs_free(struct tls_ctx **tls, unsigned n)
+{
+    for (unsigned i = 0; tls && i < n; i++) {
+        tls_ctx_free(tls[i]);
+        tls[i] = NULL;
+    }
+}
+
 int worker_runtime_start(const struct config *cfg)
+{
+    return worker_runtime_start_tls(cfg, NULL);
+}
+
+int worker_runtime_start_tls(const struct config *cfg, struct tls_ctx **tls)
 {
     struct runtime *run;
     int cpus[CPU_SETSIZE];
     unsigned ncpu, started = 0;
     int err = 0;
 
-    if (runtime) return -EALREADY;
-    if (cfg->workers == 0 || cfg->workers > WORKER_MAX || cfg->nlisten == 0) return -EINVAL;
+    if (runtime || cfg->workers == 0 || cfg->workers > WORKER_MAX || cfg->nlisten == 0) {
+        tls_ctxs_free(tls, cfg->workers <= WORKER_MAX ? cfg->workers : 0);
+        return runtime ? -EALREADY : -EINVAL;
+    }
     run = calloc(1, sizeof(*run));
-    if (!run) return -ENOMEM;
+    if (!run) {
+        tls_ctxs_free(tls, cfg->workers);
+        return -ENOMEM;
+    }
     run->cfg = cfg;
     run->n = cfg->workers;
     pthread_mutex_init(&run->lock, NULL);
@@ -1456,6 +1726,7 @@ int worker_runtime_start(const struct config *cfg)
 
     run->rings = calloc((size_t)run->n * run->n, sizeof(*run->rings));
     if (!run->rings) {
+        tls_ctxs_free(tls, run->n);
         runtime_free(run);
         return -ENOMEM;
     }
@@ -1464,6 +1735,7 @@ int worker_runtime_start(const struct config *cfg)
             if (from == to) continue;
             run->rings[from * run->n + to] = ring_new(ring_cap(run->n));
             if (!run->rings[from * run->n + to]) {
+                tls_ctxs_free(tls, run->n);
                 runtime_free(run);
                 return -ENOMEM;
             }
@@ -1473,8 +1745,14 @@ int worker_runtime_start(const struct config *cfg)
         err = worker_create(run, i, ncpu ? cpus[i % ncpu] : -1, &run->w[i]);
         if (err < 0) {
             if (err == -ENOMEM) LOG_E("worker %u: out of memory", i);
+            tls_ctxs_free(tls, run->n);
             runtime_free(run);
             return err;
+        }
+        /* Before the thread exists: it sees its context from the start. */
+        if (tls) {
+            run->w[i]->rt->tls = tls[i];
+            tls[i] = NULL;
         }
     }
 
@@ -1505,6 +1783,32 @@ int worker_runtime_start(const struct config *cfg)
         return err;
     }
     return 0;
+}
+
+bool worker_runtime_tls_reload(struct tls_ctx **tls)
+{
+    struct runtime *run = runtime;
+    uint64_t deadline = mono_ms() + TLS_RELOAD_WAIT_MS;
+    const struct timespec pause = {0, 1000000};
+
+    if (!run) return false;
+    for (unsigned i = 0; i < run->n; i++) {
+        struct worker_rt *rt = run->w[i]->rt;
+        /* A context published earlier and not yet taken was never used:
+         * it is still ours to free. */
+        struct tls_ctx *stale =
+            atomic_exchange_explicit(&rt->tls_next, tls[i], memory_order_acq_rel);
+        tls[i] = NULL;
+        tls_ctx_free(stale);
+        eventfd_signal(rt->evfd);
+    }
+    for (unsigned i = 0; i < run->n; i++) {
+        while (atomic_load_explicit(&run->w[i]->rt->tls_next, memory_order_acquire)) {
+            if (mono_ms() >= deadline) return false;
+            nanosleep(&pause, NULL);
+        }
+    }
+    return true;
 }
 
 void worker_runtime_drain(void)

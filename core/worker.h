@@ -10,6 +10,7 @@
 #include "core/config.h"
 #include "core/netaddr.h"
 #include "core/timer.h"
+#include "tls/tls.h"
 
 /* conn_ref: worker index (8 bits) | slot (24 bits) | generation (32 bits).
  * 0 is never a valid ref. A stale ref (slot reused) fails the generation check. */
@@ -47,6 +48,10 @@ struct worker_stats {
     _Atomic uint64_t conns_accepted, conns_closed;
     _Atomic uint64_t conns_refused; /* accepts refused by --max-connections */
     _Atomic uint64_t keepalives;
+    /* TLS handshakes completed (full or resumed), of which resumed, and
+     * failed ones by reason (enum tls_fail; [TLS_FAIL_NONE] stays 0) */
+    _Atomic uint64_t tls_handshakes, tls_resumed;
+    _Atomic uint64_t tls_fail[TLS_FAIL__COUNT];
 };
 
 /* A message handed between workers. The receiver owns it and frees it with
@@ -95,6 +100,11 @@ struct worker *worker_self(void);
  * - TCP/TLS without conn: reuse this worker's open connection to dst, else
  *   open one (non-blocking; bytes queue until it connects, bounded). TLS
  *   additionally needs tls_name (expected peer identity, may be NULL).
+ *   A TLS connection is reused only when it was opened with the same
+ *   tls_name (NULL and "" match only each other, so NULL also reuses a
+ *   connection the peer opened from dst); a new one verifies tls_name, or
+ *   the IP address of dst when tls_name is NULL, and holds the bytes until
+ *   its handshake completes.
  * Never sends to a forbidden address (-EINVAL). Returns 0 or -errno.
  * *used, when non-NULL, receives the connection used (NONE for UDP). */
 int worker_send(struct worker *w, uint8_t proto, int listener, const struct netaddr *dst,
@@ -129,6 +139,19 @@ bool worker_draining(const struct worker *w);
  * after logging the cause and undoing everything. cfg must outlive the
  * runtime. */
 int worker_runtime_start(const struct config *cfg);
+/* worker_runtime_start() with TLS: tls[i] (from tls_ctx_new) becomes worker
+ * i's context for accepted and outbound TLS connections. Takes ownership of
+ * tls[0..cfg->workers) whatever the outcome. tls NULL: no TLS (tls:
+ * listeners close what they accept, outbound TLS fails). */
+int worker_runtime_start_tls(const struct config *cfg, struct tls_ctx **tls);
+/* Publishes fresh contexts for new handshakes, tls[i] for worker i (taking
+ * ownership of all of them); each worker swaps its own in at its next loop
+ * turn and frees the old one. Live connections keep the context they were
+ * made with. Waits (bounded) until every worker took its context: true
+ * when all did, so handshakes accepted from now on use the new material.
+ * Only while the runtime runs; otherwise returns false and the caller
+ * keeps tls. */
+bool worker_runtime_tls_reload(struct tls_ctx **tls);
 /* Starts the drain: every worker closes its TCP/TLS listeners and from then
  * on reports whether it still has work in flight. */
 void worker_runtime_drain(void);

@@ -17,10 +17,10 @@ typedef struct ssl_ctx_st SSL_CTX;
  * objects keep a reference to the context they were made from, so replacing
  * a worker's tls_ctx leaves its live connections untouched. */
 struct tls_ctx {
-    SSL_CTX *server;
+    SSL_CTX *server; /* NULL without --tls-cert */
     SSL_CTX *client;
     bool mutual;
-    uint64_t generation;
+    uint64_t generation; /* set by the builder: 0 at start, +1 per reload */
 };
 
 enum tls_status {
@@ -34,15 +34,19 @@ enum tls_status {
 /* Why a handshake failed; counted per worker. */
 enum tls_fail {
     TLS_FAIL_NONE = 0,
-    TLS_FAIL_NO_CERT,    /* mutual TLS: the peer sent no certificate */
-    TLS_FAIL_UNKNOWN_CA, /* chain does not end at a trusted CA */
-    TLS_FAIL_EXPIRED,    /* a certificate is expired or not yet valid */
-    TLS_FAIL_BAD_NAME,   /* the server's certificate does not name the target */
-    TLS_FAIL_TIMEOUT,    /* --tls-handshake-timeout passed */
-    TLS_FAIL_PROTOCOL,   /* anything else: not TLS, bad version, alert... */
+    TLS_FAIL_NO_CERT,       /* mutual TLS: a certificate was required and not sent */
+    TLS_FAIL_UNKNOWN_CA,    /* the peer's chain does not end at a trusted CA */
+    TLS_FAIL_EXPIRED,       /* a peer certificate is expired or not yet valid */
+    TLS_FAIL_BAD_NAME,      /* the server's certificate does not name the target */
+    TLS_FAIL_BAD_CERT,      /* the peer's chain fails verification otherwise */
+    TLS_FAIL_PEER_REJECTED, /* the peer refused our certificate (alert) */
+    TLS_FAIL_TIMEOUT,       /* --tls-handshake-timeout passed */
+    TLS_FAIL_CLOSED,        /* the peer closed the connection mid-handshake, no alert */
+    TLS_FAIL_PROTOCOL,      /* anything else: not TLS, bad version, other alerts */
     TLS_FAIL__COUNT
 };
 
+/* Short stable name of f ("no_certificate", "bad_name"...), for logs. */
 const char *tls_fail_str(enum tls_fail f);
 
 /* Process-wide session ticket keys shared by every worker's server context,
@@ -51,28 +55,38 @@ const uint8_t *tls_ticket_keys(void);
 
 /* Builds a context pair from cfg->tls_cert/tls_key/tls_ca. Does file I/O:
  * call at startup or from the control thread, never from a worker.
- * Returns NULL and one line in err on failure. */
+ * Returns NULL and one line in err on failure, starting with the flag
+ * ("--tls-key: ..."). */
 struct tls_ctx *tls_ctx_new(const struct config *cfg, char *err, size_t errlen);
-/* Drops this reference; contexts live on while connections use them. */
+/* Drops this reference; contexts live on while connections use them.
+ * NULL-safe; any thread. */
 void tls_ctx_free(struct tls_ctx *t);
 
-/* Non-blocking connections on a connected socket fd (not owned). */
+/* Non-blocking connections on a connected socket fd (not owned). NULL on
+ * failure (no server context, out of memory). The owner thread only. */
 SSL *tls_conn_server(const struct tls_ctx *t, int fd);
 /* name: the identity the server must prove (DNS name, or an IP literal for
- * an IP SAN); it is also sent as SNI when it is a name. NULL: chain only. */
+ * an IP SAN); it is also sent as SNI when it is a name. A DNS name matches
+ * per RFC 5922 §7: SIP URI subjectAltNames when the certificate has any,
+ * else DNS subjectAltNames, no wildcards. NULL or "": chain only. */
 SSL *tls_conn_client(const struct tls_ctx *t, int fd, const char *name);
 void tls_conn_free(SSL *s);
 
-/* Drives the handshake. TLS_OK when done; *why says why on TLS_FAILED. */
+/* Drives the handshake. TLS_OK when done; TLS_FAILED with *why set (a
+ * peer closing mid-handshake is TLS_FAILED too, never TLS_CLOSED). */
 enum tls_status tls_conn_handshake(SSL *s, enum tls_fail *why);
 /* Reads decrypted bytes; *n gets how many when TLS_OK. */
 enum tls_status tls_conn_read(SSL *s, char *buf, size_t cap, size_t *n);
-/* Writes plaintext; *n gets how many were accepted when TLS_OK. */
+/* Writes plaintext; *n gets how many were accepted when TLS_OK (partial
+ * writes: at least one record). After TLS_WANT_*, retry with the same bytes
+ * first (the buffer may move, its contents must not). */
 enum tls_status tls_conn_write(SSL *s, const char *buf, size_t len, size_t *n);
 /* Bytes decrypted and buffered inside BoringSSL, readable without the socket. */
 bool tls_conn_pending(const SSL *s);
 bool tls_conn_resumed(const SSL *s);
-/* Sends close_notify, best effort. */
+/* "TLSv1.3" and the like, for logs. */
+const char *tls_conn_version(const SSL *s);
+/* Sends close_notify, best effort, never blocks. */
 void tls_conn_shutdown(SSL *s);
 
 #endif

@@ -210,7 +210,7 @@ Test(cli_files, bad_flags_exit_2_with_one_line_naming_the_flag)
         {{"-l", "udp:127.0.0.1"}, "--listen"},
         {{"-l", "udp:127.0.0.1:0"}, "--listen"},
         {{"-l", "tcp:::1:5060"}, "--listen"},
-        {{"-l", "tls:127.0.0.1:5061"}, "--listen"},
+        {{"-l", "tls:127.0.0.1:5061"}, "--tls-cert"},
         {{"--advertise", ""}, "--advertise"},
         {{"--advertise", "a b"}, "--advertise"},
         {{"-u", "http://x"}, "--upstream"},
