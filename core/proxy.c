@@ -769,8 +769,7 @@ struct route_plan {
     unsigned upstream_idx;
     struct slice new_ruri; /* when non-empty, replaces the Request-URI */
     char ruri_buf[LOCMAP_CONTACT_MAX];
-    const struct sip_hdr *pop[2]; /* our own Route entries to remove */
-    unsigned npop;
+    unsigned npop; /* our own Route entries on top, to remove */
     bool has_flow;                /* a popped Route carried a valid flow token */
     uint64_t flow_conn;
     uint8_t flow_proto;
@@ -908,8 +907,7 @@ static void forward_request(struct worker *w, const struct rx_info *rx, const st
     }
 
     rewrite_dec_max_forwards(&rw, m, 70);
-    for (unsigned i = 0; i < rp->npop; i++)
-        rewrite_remove_value(&rw, m, rp->pop[i]);
+    rewrite_remove_top(&rw, m, SIP_HDR_ROUTE, rp->npop);
     if (rp->new_ruri.len)
         rewrite_splice(&rw, sipmsg_off(buf, m->ruri), m->ruri.len, rp->new_ruri);
 
@@ -1140,7 +1138,7 @@ static void handle_request(struct worker *w, const struct rx_info *rx, struct si
         }
         if (!uri_is_local(w, &ra.uri))
             break;
-        rp.pop[rp.npop++] = r;
+        rp.npop++;
         if (ra.uri.user.len && !rp.has_flow) {
             switch (flowtoken_decode(p->key, ra.uri.user, &rp.flow_conn, &rp.flow_proto,
                                      &rp.flow_peer)) {
@@ -1459,7 +1457,11 @@ void proxy_on_conn_closed(struct worker *w, conn_ref c, const struct netaddr *pe
 {
     if (!w->proxy)
         return;
+    struct flow_entry fe;
+    bool registered = flowmap_lookup(w->proxy->flows, proto, peer, &fe) && fe.conn == c &&
+                      fe.register_ms != 0;
     flowmap_remove(w->proxy->flows, proto, peer, c);
-    if (w->proxy->registrar)
+    /* only a connection that REGISTERed can hold bindings: spare the scan */
+    if (w->proxy->registrar && registered)
         locmap_drop_conn(w->proxy->loc, c);
 }

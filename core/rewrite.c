@@ -147,6 +147,38 @@ void rewrite_via_received(struct rewrite *rw, const struct sip_hdr *h, struct sl
     }
 }
 
+void rewrite_remove_top(struct rewrite *rw, const struct sip_msg *m, enum sip_hdr_kind kind,
+                        unsigned n)
+{
+    if (n == 0 || m->first[kind] == SIPMSG_NO_HDR)
+        return;
+    /* the first n values of a kind are the leading values of their lines:
+     * each line loses either everything or a prefix up to a kept value */
+    const struct sip_hdr *h = &m->hdrs[m->first[kind]];
+    const struct sip_hdr *end = m->hdrs + m->nhdrs;
+    while (n > 0 && h < end) {
+        if (h->kind != kind) {
+            h++;
+            continue;
+        }
+        const struct sip_hdr *start = h;
+        while (n > 0 && !(h->flags & SIP_HF_LAST_IN_LINE)) {
+            h++;
+            n--;
+        }
+        if (n > 0) {
+            /* every value of this line goes: drop the line */
+            rewrite_splice(rw, sipmsg_off(rw->src, start->line), start->line.len, SLICE_NULL);
+            n--;
+        } else {
+            /* h is the first value kept: cut up to its start */
+            size_t vs = sipmsg_off(rw->src, start->value);
+            rewrite_splice(rw, vs, sipmsg_off(rw->src, h->value) - vs, SLICE_NULL);
+        }
+        h++;
+    }
+}
+
 ssize_t rewrite_build(struct rewrite *rw, char *out, size_t cap)
 {
     if (rw->overflow || rw->out_len > cap)

@@ -46,6 +46,11 @@ void rewrite_add_before(struct rewrite *rw, const struct sip_msg *m, enum sip_hd
  * the value and its separating comma. */
 void rewrite_remove_value(struct rewrite *rw, const struct sip_msg *m, const struct sip_hdr *h);
 
+/* Removes the first n values of kind (popping our own Route entries),
+ * whole lines where every value goes, the leading values otherwise. */
+void rewrite_remove_top(struct rewrite *rw, const struct sip_msg *m, enum sip_hdr_kind kind,
+                        unsigned n);
+
 /* Replaces Max-Forwards with its value minus one, or inserts
  * "Max-Forwards: <dflt>" when the message has none. */
 void rewrite_dec_max_forwards(struct rewrite *rw, const struct sip_msg *m, int dflt);
