@@ -1184,14 +1184,27 @@ static void handle_request(struct worker *w, const struct rx_info *rx, struct si
         }
     }
     /* 2. a remaining Route is the next hop */
+    bool upstream_src = from_upstream(w, rx);
     if (m->count[SIP_HDR_ROUTE] > rp.npop) {
         const struct sip_hdr *r = sipmsg_hdr_nth(m, SIP_HDR_ROUTE, rp.npop);
         struct sip_addr ra;
-        if (sipuri_parse_addr(r->value, &ra) < 0 || uri_target(&ra.uri, &rp.proto, &rp.dst) < 0) {
-            reply(w, rx, m, ra.uri.scheme == SIP_SCHEME_OTHER ? 416 : 503, "Unroutable Route",
-                  NULL);
+        if (sipuri_parse_addr(r->value, &ra) == 0 &&
+            uri_target(&ra.uri, &rp.proto, &rp.dst) == 0 &&
+            pick_listener(w, rp.proto, rp.dst.sa.sa_family) >= 0) {
+            forward_request(w, rx, m, buf, len, &rp, key, key_len);
             return;
         }
+        /* a Route we cannot reach (a name, no DNS here; another family):
+         * an endpoint's request still goes to the SIP Server, which knows
+         * the route set; a request from the SIP Server cannot be delivered */
+        if (upstream_src || p->nup == 0) {
+            reply(w, rx, m, 503, "Unroutable Route", NULL);
+            return;
+        }
+        rp.to_upstream = true;
+        rp.upstream_idx = p->active;
+        rp.proto = p->up[p->active].proto;
+        rp.dst = p->up[p->active].addr;
         forward_request(w, rx, m, buf, len, &rp, key, key_len);
         return;
     }
@@ -1240,9 +1253,8 @@ static void handle_request(struct worker *w, const struct rx_info *rx, struct si
             return;
         }
     }
-    /* 4. from the SIP Server, or within a dialog: to the Request-URI */
-    bool upstream_src = from_upstream(w, rx);
-    if (upstream_src || (has_to_tag(m) && !local_ruri) || p->nup == 0) {
+    /* 4. from the SIP Server (or with no SIP Server): to the Request-URI */
+    if (upstream_src || p->nup == 0) {
         if (local_ruri) {
             reply(w, rx, m, 404, NULL, NULL);
             return;

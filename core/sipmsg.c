@@ -31,59 +31,60 @@ struct name_ent {
 };
 
 #define N(s, k) {s, sizeof(s) - 1, k}
-/* Full names, lower case; looked up through hdr_hash below. */
+/* Full names, lower case; looked up through hdr_hash below. The ones most
+ * messages carry come first so that they get their home slot in the hash. */
 static const struct name_ent hdr_names[] = {
+    N("via", SIP_HDR_VIA),
+    N("from", SIP_HDR_FROM),
+    N("to", SIP_HDR_TO),
+    N("call-id", SIP_HDR_CALL_ID),
+    N("cseq", SIP_HDR_CSEQ),
+    N("contact", SIP_HDR_CONTACT),
+    N("content-length", SIP_HDR_CONTENT_LENGTH),
+    N("content-type", SIP_HDR_CONTENT_TYPE),
+    N("max-forwards", SIP_HDR_MAX_FORWARDS),
+    N("route", SIP_HDR_ROUTE),
+    N("record-route", SIP_HDR_RECORD_ROUTE),
+    N("allow", SIP_HDR_ALLOW),
+    N("supported", SIP_HDR_SUPPORTED),
+    N("user-agent", SIP_HDR_USER_AGENT),
+    N("expires", SIP_HDR_EXPIRES),
+    N("require", SIP_HDR_REQUIRE),
+    N("proxy-require", SIP_HDR_PROXY_REQUIRE),
+    N("path", SIP_HDR_PATH),
+    N("server", SIP_HDR_SERVER),
+    N("event", SIP_HDR_EVENT),
+    N("session-expires", SIP_HDR_SESSION_EXPIRES),
+    N("www-authenticate", SIP_HDR_WWW_AUTHENTICATE),
+    N("proxy-authorization", SIP_HDR_PROXY_AUTHORIZATION),
+    N("authorization", SIP_HDR_AUTHORIZATION),
     N("accept", SIP_HDR_ACCEPT),
     N("accept-encoding", SIP_HDR_ACCEPT_ENCODING),
     N("accept-language", SIP_HDR_ACCEPT_LANGUAGE),
     N("alert-info", SIP_HDR_ALERT_INFO),
-    N("allow", SIP_HDR_ALLOW),
     N("allow-events", SIP_HDR_ALLOW_EVENTS),
     N("authentication-info", SIP_HDR_AUTHENTICATION_INFO),
-    N("authorization", SIP_HDR_AUTHORIZATION),
-    N("call-id", SIP_HDR_CALL_ID),
     N("call-info", SIP_HDR_CALL_INFO),
-    N("contact", SIP_HDR_CONTACT),
     N("content-disposition", SIP_HDR_CONTENT_DISPOSITION),
     N("content-encoding", SIP_HDR_CONTENT_ENCODING),
     N("content-language", SIP_HDR_CONTENT_LANGUAGE),
-    N("content-length", SIP_HDR_CONTENT_LENGTH),
-    N("content-type", SIP_HDR_CONTENT_TYPE),
-    N("cseq", SIP_HDR_CSEQ),
     N("date", SIP_HDR_DATE),
     N("error-info", SIP_HDR_ERROR_INFO),
-    N("event", SIP_HDR_EVENT),
-    N("expires", SIP_HDR_EXPIRES),
     N("flow-timer", SIP_HDR_FLOW_TIMER),
-    N("from", SIP_HDR_FROM),
     N("in-reply-to", SIP_HDR_IN_REPLY_TO),
-    N("max-forwards", SIP_HDR_MAX_FORWARDS),
     N("mime-version", SIP_HDR_MIME_VERSION),
     N("min-expires", SIP_HDR_MIN_EXPIRES),
     N("organization", SIP_HDR_ORGANIZATION),
-    N("path", SIP_HDR_PATH),
     N("priority", SIP_HDR_PRIORITY),
     N("proxy-authenticate", SIP_HDR_PROXY_AUTHENTICATE),
-    N("proxy-authorization", SIP_HDR_PROXY_AUTHORIZATION),
-    N("proxy-require", SIP_HDR_PROXY_REQUIRE),
-    N("record-route", SIP_HDR_RECORD_ROUTE),
     N("refer-to", SIP_HDR_REFER_TO),
     N("referred-by", SIP_HDR_REFERRED_BY),
     N("reply-to", SIP_HDR_REPLY_TO),
-    N("require", SIP_HDR_REQUIRE),
     N("retry-after", SIP_HDR_RETRY_AFTER),
-    N("route", SIP_HDR_ROUTE),
-    N("server", SIP_HDR_SERVER),
-    N("session-expires", SIP_HDR_SESSION_EXPIRES),
     N("subject", SIP_HDR_SUBJECT),
-    N("supported", SIP_HDR_SUPPORTED),
     N("timestamp", SIP_HDR_TIMESTAMP),
-    N("to", SIP_HDR_TO),
     N("unsupported", SIP_HDR_UNSUPPORTED),
-    N("user-agent", SIP_HDR_USER_AGENT),
-    N("via", SIP_HDR_VIA),
     N("warning", SIP_HDR_WARNING),
-    N("www-authenticate", SIP_HDR_WWW_AUTHENTICATE),
 };
 
 /* RFC 3261 §7.3.3 compact forms, plus the registered extension ones. */
@@ -217,8 +218,10 @@ enum sip_method sipmsg_method_id(struct slice n)
 
 static int fail(struct sip_msg *m, enum sip_err e, const char *buf, const char *at)
 {
-    m->err = e;
-    m->err_pos = (size_t)(at - buf);
+    if (!m->err) { /* an error remembered earlier (start line) is the one to report */
+        m->err = e;
+        m->err_pos = (size_t)(at - buf);
+    }
     return -1;
 }
 
@@ -272,17 +275,22 @@ static int parse_start_line(const char *buf, const char *p, const char *eol, str
     if (q == p || q == eol || *q != ' ')
         return fail(m, SIP_ERR_START_LINE, buf, q);
     m->method_name = slice_make(p, (size_t)(q - p));
+    m->is_request = true;
+    m->method = (uint8_t)sipmsg_method_id(m->method_name);
+    /* From here on a bad Request-URI or version is remembered and the
+     * headers are still indexed, so that the request can be answered with
+     * 400 or 505 instead of being dropped. */
     const char *u = q + 1;
     const char *ue = memchr(u, ' ', (size_t)(eol - u));
-    if (!ue || ue == u)
-        return fail(m, SIP_ERR_START_LINE, buf, u);
+    if (!ue || ue == u) {
+        fail(m, SIP_ERR_START_LINE, buf, u);
+        return 0;
+    }
     m->ruri = slice_make(u, (size_t)(ue - u));
     struct slice ver = slice_make(ue + 1, (size_t)(eol - ue - 1));
     enum sip_err ve = check_version(ver);
     if (ve)
-        return fail(m, ve, buf, ue + 1);
-    m->is_request = true;
-    m->method = (uint8_t)sipmsg_method_id(m->method_name);
+        fail(m, ve, buf, ue + 1);
     return 0;
 }
 
@@ -697,17 +705,13 @@ enum sip_err sipmsg_validate(struct sip_msg *m)
         if (m->hdrs[i].kind == SIP_HDR_CONTACT && !addr_ok(m->hdrs[i].value, true))
             return set_err(m, SIP_ERR_ADDRESS, m->hdrs[i].value);
     }
-    /* the proxy routes on these: every value must be a name-addr it can read */
-    static const uint8_t routes[] = {SIP_HDR_ROUTE, SIP_HDR_RECORD_ROUTE, SIP_HDR_PATH};
-    for (unsigned r = 0; r < sizeof routes; r++) {
-        unsigned k = routes[r];
-        for (unsigned i = m->first[k], n = m->count[k]; n && i < m->nhdrs; i++) {
-            if (m->hdrs[i].kind != k)
-                continue;
-            n--;
-            if (!addr_ok(m->hdrs[i].value, false))
-                return set_err(m, SIP_ERR_ADDRESS, m->hdrs[i].value);
-        }
+    /* Loose routing reads the top Route (ours?) and the one after it (the
+     * next hop): those must be well formed. Later values are forwarded
+     * untouched and, like Record-Route, not judged here (RFC 3261 §16.3). */
+    for (unsigned i = 0; i < 2; i++) {
+        const struct sip_hdr *r = sipmsg_hdr_nth(m, SIP_HDR_ROUTE, i);
+        if (r && !addr_ok(r->value, false))
+            return set_err(m, SIP_ERR_ADDRESS, r->value);
     }
     return SIP_ERR_NONE;
 }
