@@ -287,8 +287,19 @@ static const char *parse_uri_params(const char *p, const char *e, struct sip_uri
 
 static int parse_sip(const char *p, const char *e, struct sip_uri *u)
 {
-    const char *at = memchr(p, '@', (size_t)(e - p));
-    if (at) {
+    /* One pass over the user characters settles the common cases: it stops
+     * at the '@' of "user@host", or runs to the end of a URI with no '@'
+     * ('@' is not a user character). Anything else takes the general path. */
+    const char *q = scan_class(p, e, C_USER);
+    if (q && q == e) {
+        /* no userinfo */
+    } else if (q && *q == '@') {
+        if (q == p)
+            return -1;
+        u->user = slice_make(p, (size_t)(q - p));
+        p = q + 1;
+    } else if ((q = memchr(p, '@', (size_t)(e - p))) != NULL) {
+        const char *at = q;
         const char *colon = memchr(p, ':', (size_t)(at - p));
         const char *ue = colon ? colon : at;
         if (scan_class(p, ue, C_USER) != ue || ue == p)

@@ -21,6 +21,7 @@
 #include "core/log.h"
 #include "core/ring.h"
 #include "core/sipuri.h"
+#include "dns/dns.h"
 #include "tls/tls.h"
 
 #define UDP_BATCH            32 /* datagrams per recvmmsg */
@@ -49,6 +50,7 @@
 #define TAG_CONN        0ull
 #define TAG_LISTENER    1ull
 #define TAG_EVENTFD     2ull
+#define TAG_DNS         3ull /* a c-ares socket of dns/; the rest is the fd */
 #define TAG_MASK        ((1ull << TAG_SHIFT) - 1)
 #define LISTENER_TAG(i) ((TAG_LISTENER << TAG_SHIFT) | (i))
 
@@ -1375,7 +1377,28 @@ static void dispatch(struct worker *w, const struct epoll_event *ev)
         if (read(w->rt->evfd, &count, sizeof(count)) < 0)
             break; /* EAGAIN: someone else's wake-up was already consumed */
         break;
+    case TAG_DNS:
+        dns_on_fd(w, (int)val, ev->events);
+        break;
     }
+}
+
+/* dns/ hook. c-ares reports each socket's wanted events through its socket
+ * state callback, and (0, 0) just before closing it; no state is kept here. */
+int worker_dns_watch(struct worker *w, int fd, uint32_t events)
+{
+    uint64_t data = (TAG_DNS << TAG_SHIFT) | (uint32_t)fd;
+    int err;
+
+    ASSERT_OWNER(w);
+    if (fd < 0) return -EBADF;
+    if (events == 0) {
+        err = epoll_set(w, EPOLL_CTL_DEL, fd, 0, 0);
+        return err == -ENOENT ? 0 : err;
+    }
+    err = epoll_set(w, EPOLL_CTL_MOD, fd, events, data);
+    if (err == -ENOENT) err = epoll_set(w, EPOLL_CTL_ADD, fd, events, data);
+    return err;
 }
 
 static void worker_loop(struct worker *w)
@@ -1482,6 +1505,8 @@ static void *worker_main(void *arg)
     w->now_ms = mono_ms();
     timer_wheel_init(&w->timers, w->now_ms);
     rt->init_rc = register_fds(w);
+    /* dns/ first: the proxy may resolve from its init */
+    if (rt->init_rc == 0) rt->init_rc = dns_worker_init(w);
     if (rt->init_rc == 0) {
         rt->init_rc = proxy_worker_init(w);
         rt->proxy_ready = rt->init_rc == 0;
@@ -1493,6 +1518,9 @@ static void *worker_main(void *arg)
         pthread_cond_wait(&rt->run->cond, &rt->run->lock);
     pthread_mutex_unlock(&rt->run->lock);
     if (!atomic_load_explicit(&rt->run->stop, memory_order_acquire)) worker_loop(w);
+    /* dns/: pending lookups get their -ECANCELED callback while the proxy
+     * and the connections still exist */
+    dns_worker_cleanup(w);
     close_all_conns(w);
     if (rt->proxy_ready) {
         proxy_worker_cleanup(w);

@@ -72,6 +72,7 @@ struct worker_msg {
 };
 
 struct proxy_worker; /* the proxy layer's per-worker state (core/proxy.c) */
+struct dns_worker;   /* the worker's resolver and cache (dns/dns.c) */
 struct worker_rt;    /* the runtime's private part (core/worker.c) */
 
 struct worker {
@@ -84,9 +85,15 @@ struct worker {
     struct timer_wheel timers;
     struct worker_stats stats;
     struct proxy_worker *proxy;
+    struct dns_worker *dns; /* set by dns_worker_init(), NULL after cleanup */
     /* private */
     struct worker_rt *rt;
 };
+
+/* dns/ hook: has w's epoll watch a c-ares socket for `events` (EPOLLIN
+ * and/or EPOLLOUT; 0 forgets it) and hand its events to dns_on_fd().
+ * Owner thread. 0 or -errno. */
+int worker_dns_watch(struct worker *w, int fd, uint32_t events);
 
 /* Returns the worker running on the calling thread, or NULL. */
 struct worker *worker_self(void);

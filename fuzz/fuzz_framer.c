@@ -11,7 +11,7 @@
 #define CHECK(c)                                                                                   \
     do {                                                                                           \
         if (!(c)) {                                                                                \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #c);                 \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #c);                  \
             abort();                                                                               \
         }                                                                                          \
     } while (0)
@@ -30,8 +30,7 @@ static enum framer_result feed(struct framer *f, const char *p, size_t len,
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (size < 2)
-        return 0;
+    if (size < 2) return 0;
     /* byte 0 picks the limit and seeds the split points; the rest is the stream */
     static const size_t limits[] = {65535, 1024, 256, 64};
     const struct sipmsg_limits lim = {limits[data[0] & 3], 64};
@@ -46,13 +45,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         rng ^= rng << 13, rng ^= rng >> 17, rng ^= rng << 5;
         size_t step = (rng & 7) == 0 ? 1 + (rng >> 8) % 2048 : 1 + (rng >> 8) % 16;
         end = end + step < len ? end + step : len;
-        if (end <= off)
-            end = off + 1 <= len ? off + 1 : len;
+        if (end <= off) end = off + 1 <= len ? off + 1 : len;
         size_t ml = 0;
         enum framer_result r = feed(&f, buf + off, end - off, &lim, &ml);
         if (r == FRAMER_INCOMPLETE) {
-            if (end == len)
-                break;
+            if (end == len) break;
             continue;
         }
         /* fed in one go, the rest of the stream gives the same answer */

@@ -44,7 +44,7 @@ struct flowmap *flowmap_new(void)
     struct flowmap *fm = calloc(1, sizeof *fm);
     if (!fm)
         return NULL;
-    fm->ht = cds_lfht_new(4096, 4096, 0, CDS_LFHT_AUTO_RESIZE | CDS_LFHT_ACCOUNTING, NULL);
+    fm->ht = cds_lfht_new(1u << 18, 1u << 16, 0, CDS_LFHT_AUTO_RESIZE | CDS_LFHT_ACCOUNTING, NULL);
     if (!fm->ht) {
         free(fm);
         return NULL;

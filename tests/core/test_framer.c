@@ -125,8 +125,10 @@ Test(framer, body_with_nuls_bare_lfs_and_crlfcrlf)
     static const char s[] = HDRS "Content-Type: application/octet-stream\r\n"
                                  "Content-Length: 29\r\n\r\n"
                                  "\0a\nb\n\n\r\n\r\nContent-Length: 9\0\0";
-    cr_assert_eq(sizeof s - 1 - (sizeof(HDRS "Content-Type: application/octet-stream\r\n"
-                                          "Content-Length: 29\r\n\r\n") - 1),
+    cr_assert_eq(sizeof s - 1 -
+                     (sizeof(HDRS "Content-Type: application/octet-stream\r\n"
+                                  "Content-Length: 29\r\n\r\n") -
+                      1),
                  29);
     size_t ml;
     cr_assert_eq(once(s, sizeof s - 1, &ml), FRAMER_MESSAGE);
@@ -161,8 +163,9 @@ static const struct cl_row cl_rows[] = {
     {"mixed-eol", M("OPTIONS sip:x SIP/2.0\r\nl: 3\n\r\nabc"), FRAMER_MESSAGE, SIP_ERR_NONE},
     {"trailing", M(HDRS "l: 3\r\n\r\nabcOPTIONS"), FRAMER_MESSAGE, SIP_ERR_NONE,
      sizeof(HDRS "l: 3\r\n\r\nabc") - 1},
-    {"lookalikes", M(HDRS "X-Content-Length: 9\r\nContent-Lengthy: 9\r\nll: 9\r\n"
-                          "Subject:\r\n Content-Length: 9\r\nl: 1\r\n\r\nZ"),
+    {"lookalikes",
+     M(HDRS "X-Content-Length: 9\r\nContent-Lengthy: 9\r\nll: 9\r\n"
+            "Subject:\r\n Content-Length: 9\r\nl: 1\r\n\r\nZ"),
      FRAMER_MESSAGE, SIP_ERR_NONE},
     {"missing", M(HDRS "\r\nbody"), FRAMER_INVALID, SIP_ERR_CL_MISSING},
     {"dup", M(HDRS "Content-Length: 3\r\nl: 3\r\n\r\nabc"), FRAMER_INVALID, SIP_ERR_CL_DUPLICATE},
@@ -173,7 +176,8 @@ static const struct cl_row cl_rows[] = {
     {"empty", M(HDRS "Content-Length:\r\n\r\n"), FRAMER_INVALID, SIP_ERR_CONTENT_LENGTH},
     {"hex", M(HDRS "Content-Length: 0x10\r\n\r\n0123456789abcdef"), FRAMER_INVALID,
      SIP_ERR_CONTENT_LENGTH},
-    {"two-numbers", M(HDRS "Content-Length: 1 2\r\n\r\nab"), FRAMER_INVALID, SIP_ERR_CONTENT_LENGTH},
+    {"two-numbers", M(HDRS "Content-Length: 1 2\r\n\r\nab"), FRAMER_INVALID,
+     SIP_ERR_CONTENT_LENGTH},
     {"2^32+32", M(HDRS "Content-Length: 4294967328\r\n\r\n0123456789abcdef0123456789abcdef"),
      FRAMER_INVALID, SIP_ERR_CONTENT_LENGTH},
     {"2^64+1", M(HDRS "Content-Length: 18446744073709551617\r\n\r\nx"), FRAMER_INVALID,
@@ -184,8 +188,9 @@ static const struct cl_row cl_rows[] = {
      .max = 250},
     {"exactly-max", M(HDRS "Content-Length: 10\r\n\r\n0123456789"), FRAMER_MESSAGE, SIP_ERR_NONE,
      .max = sizeof(HDRS "Content-Length: 10\r\n\r\n0123456789") - 1},
-    {"headers-above-max", M(HDRS "X-Pad: 01234567890123456789012345678901234567890123456789\r\n"
-                                 "l: 0\r\n\r\n"),
+    {"headers-above-max",
+     M(HDRS "X-Pad: 01234567890123456789012345678901234567890123456789\r\n"
+            "l: 0\r\n\r\n"),
      FRAMER_INVALID, SIP_ERR_TOO_LARGE, .max = 200},
     {"unterminated-above-max", M(HDRS "X-Pad: 01234567890123456789012345678901234567890123456789"),
      FRAMER_INVALID, SIP_ERR_TOO_LARGE, .max = 200},
@@ -196,8 +201,7 @@ static const struct cl_row cl_rows[] = {
 static void check_cl_row(const struct cl_row *r, size_t step)
 {
     struct sipmsg_limits l = lim;
-    if (r->max)
-        l.max_msg_size = r->max;
+    if (r->max) l.max_msg_size = r->max;
     struct framer f;
     framer_init(&f);
     size_t ml = 0, fed = 0;
@@ -216,8 +220,7 @@ static void check_cl_row(const struct cl_row *r, size_t step)
         size_t want = r->msg_len ? r->msg_len : r->len;
         cr_expect_eq(ml, want, "%s (step %zu): msg_len %zu, want %zu", r->name, step, ml, want);
         /* incrementally the message is found as soon as its last byte arrives */
-        if (step == 1)
-            cr_expect_eq(fed, want, "%s: found after %zu bytes", r->name, fed);
+        if (step == 1) cr_expect_eq(fed, want, "%s: found after %zu bytes", r->name, fed);
         /* and the parser agrees with the framing */
         struct sip_msg m;
         struct sip_hdr h[128];
@@ -246,11 +249,9 @@ Test(framer, invalid_err_incremental)
 {
     for (size_t i = 0; i < sizeof cl_rows / sizeof cl_rows[0]; i++) {
         const struct cl_row *r = &cl_rows[i];
-        if (r->res != FRAMER_INVALID)
-            continue;
+        if (r->res != FRAMER_INVALID) continue;
         struct sipmsg_limits l = lim;
-        if (r->max)
-            l.max_msg_size = r->max;
+        if (r->max) l.max_msg_size = r->max;
         struct framer f;
         framer_init(&f);
         size_t ml;

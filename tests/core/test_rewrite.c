@@ -1,4 +1,5 @@
-/* Tests for core/rewrite.c: splicing Via/Route/Record-Route/Max-Forwards edits into received bytes. */
+/* Tests for core/rewrite.c: splicing Via/Route/Record-Route/Max-Forwards edits into received bytes.
+ */
 #include <criterion/criterion.h>
 #include <stdio.h>
 
@@ -102,8 +103,9 @@ Test(rewrite, record_route_before_existing)
     PARSE(&p, SL VIA1 MF DLG "Record-Route: <sip:a.example.com;lr>, <sip:b.example.com;lr>\r\n"
                              "Record-Route: <sip:c.example.com;lr>\r\n" END);
     rewrite_add_before(&p.rw, &p.m, SIP_HDR_RECORD_ROUTE, SLICE_LIT(NEWRR));
-    EXPECT(&p, SL VIA1 MF DLG NEWRR "Record-Route: <sip:a.example.com;lr>, <sip:b.example.com;lr>\r\n"
-                                    "Record-Route: <sip:c.example.com;lr>\r\n" END);
+    EXPECT(&p,
+           SL VIA1 MF DLG NEWRR "Record-Route: <sip:a.example.com;lr>, <sip:b.example.com;lr>\r\n"
+                                "Record-Route: <sip:c.example.com;lr>\r\n" END);
 }
 
 Test(rewrite, path_before_existing_compact_via_message)
@@ -212,8 +214,9 @@ static void via_received(const char *in_via, const char *addr, int port, const c
 Test(rewrite, via_received_and_rport)
 {
     /* bare rport gets the source port, received is appended */
-    via_received("Via: SIP/2.0/UDP 10.0.0.1:5060;rport;branch=z9hG4bK1\r\n", "192.0.2.7", 40000,
-                 "Via: SIP/2.0/UDP 10.0.0.1:5060;rport=40000;branch=z9hG4bK1;received=192.0.2.7\r\n");
+    via_received(
+        "Via: SIP/2.0/UDP 10.0.0.1:5060;rport;branch=z9hG4bK1\r\n", "192.0.2.7", 40000,
+        "Via: SIP/2.0/UDP 10.0.0.1:5060;rport=40000;branch=z9hG4bK1;received=192.0.2.7\r\n");
     /* bare rport as the last parameter */
     via_received("Via: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1;rport\r\n", "192.0.2.7", 40000,
                  "Via: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1;rport=40000;received=192.0.2.7\r\n");
@@ -253,7 +256,7 @@ Test(rewrite, proxy_edits_combined)
     rewrite_remove_value(&p.rw, &p.m, sipmsg_hdr(&p.m, SIP_HDR_ROUTE));
     rewrite_dec_max_forwards(&p.rw, &p.m, 70);
     EXPECT(&p, SL NEWVIA NEWRR VIA1 "Max-Forwards: 69\r\n"
-                                   "Route: <sip:p2.example.com;lr>\r\n" DLG END);
+                                    "Route: <sip:p2.example.com;lr>\r\n" DLG END);
 }
 
 /* An insertion and the removal of the line at the same offset work in
@@ -314,4 +317,46 @@ Test(rewrite, buffer_too_small_and_overflow)
     memset(addr, '1', sizeof addr);
     rewrite_via_received(&p.rw, sipmsg_hdr(&p.m, SIP_HDR_VIA), slice_make(addr, sizeof addr), 5);
     cr_assert_eq(rewrite_build(&p.rw, out, sizeof out), -1);
+}
+
+/* rewrite_remove_top pops the leading values of a kind, a line at a time. */
+Test(rewrite, remove_top_n_values)
+{
+    struct parsed p;
+    /* two lines, both go */
+    PARSE(&p, SL VIA1 MF RT "Route: <sip:p2.example.com;lr>\r\n" DLG END);
+    rewrite_remove_top(&p.rw, &p.m, SIP_HDR_ROUTE, 2);
+    EXPECT(&p, SL VIA1 MF DLG END);
+
+    /* two values of one comma list */
+    PARSE(&p, SL VIA1 MF RLIST DLG END);
+    rewrite_remove_top(&p.rw, &p.m, SIP_HDR_ROUTE, 2);
+    EXPECT(&p, SL VIA1 MF "Route: <sip:c.example.com;lr>\r\n" DLG END);
+
+    /* a whole line, then the head of the next one */
+    PARSE(&p, SL VIA1 MF RT DLG RLIST END);
+    rewrite_remove_top(&p.rw, &p.m, SIP_HDR_ROUTE, 2);
+    EXPECT(&p, SL VIA1 MF DLG "Route: <sip:b.example.com;lr>,<sip:c.example.com;lr>\r\n" END);
+
+    /* exactly the values of a line */
+    PARSE(&p, SL VIA1 MF RLIST RT DLG END);
+    rewrite_remove_top(&p.rw, &p.m, SIP_HDR_ROUTE, 3);
+    EXPECT(&p, SL VIA1 MF RT DLG END);
+
+    /* more than there are, and none */
+    PARSE(&p, SL VIA1 MF RLIST RT DLG END);
+    rewrite_remove_top(&p.rw, &p.m, SIP_HDR_ROUTE, 9);
+    EXPECT(&p, SL VIA1 MF DLG END);
+    PARSE(&p, SL VIA1 MF RLIST DLG END);
+    rewrite_remove_top(&p.rw, &p.m, SIP_HDR_ROUTE, 0);
+    EXPECT(&p, SL VIA1 MF RLIST DLG END);
+    PARSE(&p, SL VIA1 MF DLG END);
+    rewrite_remove_top(&p.rw, &p.m, SIP_HDR_ROUTE, 1);
+    EXPECT(&p, SL VIA1 MF DLG END);
+
+    /* the first header goes while a Via is inserted at the same offset */
+    PARSE(&p, SL RT VIA1 MF DLG END);
+    rewrite_remove_top(&p.rw, &p.m, SIP_HDR_ROUTE, 1);
+    rewrite_add_top(&p.rw, &p.m, SLICE_LIT(NEWVIA));
+    EXPECT(&p, SL NEWVIA VIA1 MF DLG END);
 }

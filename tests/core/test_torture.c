@@ -23,9 +23,18 @@ struct outcome {
     uint8_t kind;
     uint8_t err; /* enum sip_err when kind == ERR */
 };
-#define P_OK   {OK, SIP_ERR_NONE}
-#define P_INC  {INC, SIP_ERR_NONE}
-#define E(e)   {ERR, SIP_ERR_##e}
+#define P_OK                                                                                       \
+    {                                                                                              \
+        OK, SIP_ERR_NONE                                                                           \
+    }
+#define P_INC                                                                                      \
+    {                                                                                              \
+        INC, SIP_ERR_NONE                                                                          \
+    }
+#define E(e)                                                                                       \
+    {                                                                                              \
+        ERR, SIP_ERR_##e                                                                           \
+    }
 
 /* What the stream framer makes of the file fed in one go. */
 struct framing {
@@ -33,10 +42,22 @@ struct framing {
     enum sip_err err; /* FRAMER_INVALID */
     size_t len;       /* FRAMER_MESSAGE: 0 = the whole file */
 };
-#define F_MSG        {FRAMER_MESSAGE, SIP_ERR_NONE, 0}
-#define F_MSGN(n)    {FRAMER_MESSAGE, SIP_ERR_NONE, (n)}
-#define F_INC        {FRAMER_INCOMPLETE, SIP_ERR_NONE, 0}
-#define F_INV(e)     {FRAMER_INVALID, SIP_ERR_##e, 0}
+#define F_MSG                                                                                      \
+    {                                                                                              \
+        FRAMER_MESSAGE, SIP_ERR_NONE, 0                                                            \
+    }
+#define F_MSGN(n)                                                                                  \
+    {                                                                                              \
+        FRAMER_MESSAGE, SIP_ERR_NONE, (n)                                                          \
+    }
+#define F_INC                                                                                      \
+    {                                                                                              \
+        FRAMER_INCOMPLETE, SIP_ERR_NONE, 0                                                         \
+    }
+#define F_INV(e)                                                                                   \
+    {                                                                                              \
+        FRAMER_INVALID, SIP_ERR_##e, 0                                                             \
+    }
 
 struct row {
     const char *file; /* relative to SIPEDGE_TESTDATA/torture */
@@ -84,7 +105,7 @@ static const struct row rows[] = {
     {"badvers.dat", E(VERSION), E(VERSION), 0, 505, F_MSG},
     {"mismatch01.dat", E(CSEQ_METHOD), E(CSEQ_METHOD), 0, 400, F_MSG},
     {"mismatch02.dat", E(CSEQ_METHOD), E(CSEQ_METHOD), 0, 400, F_MSG}, /* 501 preferred, 400 ok */
-    {"bigcode.dat", E(STATUS_CODE), E(STATUS_CODE), 0, 0, F_MSG}, /* response: dropped */
+    {"bigcode.dat", E(STATUS_CODE), E(STATUS_CODE), 0, 0, F_MSG},      /* response: dropped */
     /* RFC 4475 §3.2-3.4 */
     {"badbranch.dat", P_OK, P_OK, 0, 0, F_MSG},
     {"insuf.dat", E(MISSING_HEADER), E(MISSING_HEADER), 0, 400, F_MSG},
@@ -150,8 +171,7 @@ static char *load(const char *rel, size_t *len)
 static const struct row *find(const char *rel)
 {
     for (size_t i = 0; i < NROWS; i++)
-        if (strcmp(rows[i].file, rel) == 0)
-            return &rows[i];
+        if (strcmp(rows[i].file, rel) == 0) return &rows[i];
     return NULL;
 }
 
@@ -159,14 +179,11 @@ static struct outcome run(const char *buf, size_t len, unsigned flags, struct si
                           struct sip_hdr *h, int *ret)
 {
     *ret = sipmsg_parse(buf, len, m, h, &lim, flags);
-    if (*ret == -2)
-        return (struct outcome)P_INC;
-    if (*ret < 0)
-        return (struct outcome){ERR, (uint8_t)m->err};
+    if (*ret == -2) return (struct outcome)P_INC;
+    if (*ret < 0) return (struct outcome){ERR, (uint8_t)m->err};
     cr_assert(*ret > 0 && (size_t)*ret <= len);
     enum sip_err e = sipmsg_validate(m);
-    if (e)
-        return (struct outcome){ERR, (uint8_t)e};
+    if (e) return (struct outcome){ERR, (uint8_t)e};
     return (struct outcome)P_OK;
 }
 
@@ -211,16 +228,16 @@ static void check_row(const struct row *r)
     enum framer_result fr = framer_feed(&f, buf, len, &lim, &ml);
     cr_expect_eq(fr, r->framer.res, "%s framer: %d, want %d", r->file, fr, r->framer.res);
     if (fr == FRAMER_INVALID && r->framer.res == FRAMER_INVALID)
-        cr_expect_eq(f.err, r->framer.err, "%s framer: %s, want %s", r->file,
-                     sipmsg_err_str(f.err), sipmsg_err_str(r->framer.err));
+        cr_expect_eq(f.err, r->framer.err, "%s framer: %s, want %s", r->file, sipmsg_err_str(f.err),
+                     sipmsg_err_str(r->framer.err));
     if (fr == FRAMER_MESSAGE) {
         size_t want = r->framer.len ? r->framer.len : len;
         cr_expect_eq(ml, want, "%s framer: %zu bytes, want %zu", r->file, ml, want);
     }
     /* a stream framing error (close the connection) is a framer error too */
-    if (r->stream.kind == ERR && (r->stream.err == SIP_ERR_CL_MISSING ||
-                                  r->stream.err == SIP_ERR_CL_DUPLICATE ||
-                                  r->stream.err == SIP_ERR_CONTENT_LENGTH))
+    if (r->stream.kind == ERR &&
+        (r->stream.err == SIP_ERR_CL_MISSING || r->stream.err == SIP_ERR_CL_DUPLICATE ||
+         r->stream.err == SIP_ERR_CONTENT_LENGTH))
         cr_expect_eq(r->framer.res, FRAMER_INVALID, "%s: table inconsistent", r->file);
 
     /* framing, fed one byte more at a time */
@@ -253,11 +270,10 @@ Test(torture, table_covers_the_corpus)
         cr_assert_not_null(dir, "%s", path);
         struct dirent *de;
         while ((de = readdir(dir))) {
-            if (de->d_type == DT_DIR || de->d_name[0] == '.')
-                continue;
-            if (d == 0 && (strcmp(de->d_name, "EXPECTED.md") == 0 ||
-                           strcmp(de->d_name, "FRAMING.txt") == 0 ||
-                           strcmp(de->d_name, "SHA256SUMS") == 0))
+            if (de->d_type == DT_DIR || de->d_name[0] == '.') continue;
+            if (d == 0 &&
+                (strcmp(de->d_name, "EXPECTED.md") == 0 || strcmp(de->d_name, "FRAMING.txt") == 0 ||
+                 strcmp(de->d_name, "SHA256SUMS") == 0))
                 continue;
             char rel[512];
             snprintf(rel, sizeof rel, "%s%s", dirs[d], de->d_name);
@@ -274,8 +290,7 @@ Test(torture, table_covers_the_corpus)
         snprintf(path, sizeof path, "%s/torture/%s", SIPEDGE_TESTDATA, rows[i].file);
         FILE *f = fopen(path, "rb");
         cr_expect_not_null(f, "row %s has no file", rows[i].file);
-        if (f)
-            fclose(f);
+        if (f) fclose(f);
     }
 }
 

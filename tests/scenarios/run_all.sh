@@ -75,6 +75,7 @@ step() {
 }
 
 calls="$py $here/run_sipp_calls.py --proxy $proxy"
+[ "$proxy" = sipedge ] && step "tls: every leg, mutual TLS, reload, handshake timeout" 300 $py "$here/test_tls.py"
 if [ "$proxy" = sipedge ]; then
   step "torture corpus (udp, tcp, tcp byte by byte)" 900 $py "$here/test_torture.py"
 fi

@@ -39,7 +39,13 @@ import lib  # noqa: E402
 
 LEGS = ("udp-udp", "tcp-tcp", "tcp-udp", "udp-tcp")
 HOST = "127.0.0.1"
-SIPP_SOCKETS = 50  # -max_socket for -t un / -t tn: distinct source ports
+# -t un: a pool of 50 UDP sockets (source ports), reused round robin.
+SIPP_SOCKETS = 50
+# -t tn: one connection per call, closed when it ends. The limit only has to
+# stay above the calls in progress: once it is reached sipp shares sockets
+# between calls and closes them under each other ("Broken pipe"); and it must
+# stay below the open-files limit, which sipp checks at start.
+SIPP_TCP_SOCKETS = 4096
 
 
 def uac_transport(t):
@@ -95,13 +101,16 @@ def run_leg(args, leg):
         proxy = None
         sink = None
         uas = None
-        extra = ["-max_socket", SIPP_SOCKETS, "-d", args.pause_ms]
+        extra = ["-d", args.pause_ms, "-max_socket",
+                 SIPP_SOCKETS if a_t == "udp" else SIPP_TCP_SOCKETS]
         up_uri = f"sip:{HOST}:{uas_port};transport={b_t}"
         if flow in ("call", "cancel"):
             scen_uac, scen_uas = {"call": ("uac_call.xml", "uas_call.xml"),
                                   "cancel": ("uac_cancel.xml", "uas_cancel.xml")}[flow]
+            # -aa: answer sipedge's OPTIONS health probes (ARCHITECTURE §5) with
+            # 200; unanswered, they would take the upstream out of service.
             uas = lib.Sipp(h, "uas", scen_uas, local_port=uas_port,
-                           transport=uas_transport(b_t), host=HOST, calls=calls)
+                           transport=uas_transport(b_t), host=HOST, calls=calls, extra=["-aa"])
             uas.start_uas()
             proxy = start_proxy(h, args, proxy_port, up_uri, uas_port, False, b_t == "tcp")
             dest = f"{HOST}:{uas_port}"
@@ -141,8 +150,8 @@ def run_leg(args, leg):
         uac = lib.Sipp(h, "uac", scen_uac, transport=uac_transport(a_t), host=HOST,
                        calls=calls, rate=rate, remote=remote, keys={"dest": dest}, extra=extra)
         if args.trace:
-            uac.argv[1:1] = ["-trace_msg", "-message_file", h.path("uac_messages.log")]
             h.keep = True
+        drops0 = lib.udp_rcvbuf_errors()
         budget = calls / max(rate, 0.1) + args.pause_ms / 1000.0 + 60
         if flow == "timeout":
             budget += 45
@@ -176,9 +185,15 @@ def run_leg(args, leg):
             if rep:
                 problems.append(f"sanitizer: {rep}")
         secs = time.monotonic() - t0
+        drops1 = lib.udp_rcvbuf_errors()
+        drops = (drops1 - drops0) if drops0 is not None and drops1 is not None else 0
         line = (f"{'PASS' if not problems else 'FAIL'} {flow} {leg} via {args.proxy}: "
                 f"{res['successful']}/{calls} calls ok, {res['failed']} failed, "
                 f"{res['retransmissions']} retrans, {secs:.1f}s")
+        if drops > 0:
+            # Not a verdict, a diagnosis: host-wide UDP receive-buffer drops
+            # mean some process (often a stalled sipp) could not keep up.
+            line += f" [kernel dropped {drops} UDP datagrams on full receive buffers]"
         if problems:
             h.failed = True
             line += " -- " + "; ".join(problems)
@@ -197,12 +212,17 @@ def main():
     ap.add_argument("--small", action="store_true", help="200 calls at 100 cps")
     ap.add_argument("--big", action="store_true", help="10,000 calls at 500 cps")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--pause-ms", type=int, default=0, help="call length (sipp -d)")
+    ap.add_argument("--pause-ms", type=int, default=100,
+                    help="call length, ACK to BYE (sipp -d, default 100 ms: with 0, the "
+                         "back-to-back ACK and BYE can be reordered by a multi-process "
+                         "proxy and the UAS sees BYE before ACK)")
     ap.add_argument("--timeout", type=float, default=900, help="global bound, seconds")
     ap.add_argument("--trace", action="store_true",
-                    help="keep the temp dir and the UAC's message log (debugging)")
+                    help="keep the temp dir and every sipp's message log (debugging)")
     args = ap.parse_args()
     lib.raise_on_sigterm()
+    if args.trace:
+        os.environ["SIPEDGE_SIPP_TRACE"] = "1"
 
     if args.big:
         calls, rate = 10000, 500
