@@ -13,6 +13,7 @@
 #include "core/sipmsg.h"
 #include "core/sipuri.h"
 #include "core/txn.h"
+#include "dns/dns.h"
 #include "registry/flowmap.h"
 #include "registry/flowtoken.h"
 #include "registry/locmap.h"
@@ -44,6 +45,10 @@ struct proxy_worker {
     bool registrar;
     struct sipmsg_limits lim;
     uint64_t stat_absorbed, stat_local_replies, stat_forwarded, stat_timeouts;
+    bool dns_replay; /* processing a request again after its DNS answer */
+    int dns_status;  /* that answer's status */
+    struct dns_target dns_targets[DNS_MAX_TARGETS]; /* and its targets */
+    unsigned dns_ntargets;
     char out[OUT_CAP];
     char aux[OUT_CAP];
 };
@@ -403,6 +408,8 @@ void proxy_awake(struct worker *w) { locmap_thread_online(); }
 
 bool proxy_busy(struct worker *w)
 {
+    if (dns_busy(w))
+        return true; /* requests parked on a DNS answer */
     /* in flight = transactions that have not sent a final response */
     struct txn_table *t = &w->proxy->txns;
     for (uint32_t i = 0; i < t->nslots; i++)
@@ -497,8 +504,8 @@ static void arm_timers(struct worker *w, struct txn *x);
 static int send_downstream(struct worker *w, struct txn *x, const char *buf, size_t len)
 {
     conn_ref used = CONN_REF_NONE;
-    int rc = worker_send(w, x->out_proto, x->out_listener, &x->out_dst, x->out_conn, NULL, buf,
-                         len, &used);
+    int rc = worker_send(w, x->out_proto, x->out_listener, &x->out_dst, x->out_conn, x->tls_name,
+                         buf, len, &used);
     if (rc == 0 && used != CONN_REF_NONE)
         x->out_conn = used;
     return rc;
@@ -770,6 +777,7 @@ struct route_plan {
     struct slice new_ruri; /* when non-empty, replaces the Request-URI */
     char ruri_buf[LOCMAP_CONTACT_MAX];
     unsigned npop; /* our own Route entries on top, to remove */
+    char tls_name[256]; /* identity a TLS next hop must prove (a resolved name) */
     bool has_flow;                /* a popped Route carried a valid flow token */
     uint64_t flow_conn;
     uint8_t flow_proto;
@@ -858,6 +866,8 @@ static void forward_request(struct worker *w, const struct rx_info *rx, const st
         x->out_conn = rp->conn;
         x->to_upstream = rp->to_upstream;
         x->upstream_idx = (uint8_t)rp->upstream_idx;
+        if (rp->tls_name[0])
+            x->tls_name = strdup(rp->tls_name);
     }
 
     /* our Via */
@@ -989,8 +999,8 @@ static void forward_request(struct worker *w, const struct rx_info *rx, const st
     } else {
         conn_ref used;
         int out_listener = rp->proto == SIP_TRANSPORT_UDP ? out_l : -1;
-        worker_send(w, rp->proto, out_listener, &rp->dst, rp->conn, NULL, p->out, (size_t)n,
-                    &used);
+        worker_send(w, rp->proto, out_listener, &rp->dst, rp->conn,
+                    rp->tls_name[0] ? rp->tls_name : NULL, p->out, (size_t)n, &used);
     }
     p->stat_forwarded++;
 }
@@ -1023,6 +1033,81 @@ static bool via_loops(const struct worker *w, const struct sip_msg *m, uint32_t 
             return true;
     }
     return false;
+}
+
+static void process(struct worker *w, const struct rx_info *rx, char *buf, size_t len);
+
+/* A request waiting for its next hop's DNS answer: a private copy. */
+struct dns_park {
+    struct rx_info rx;
+    size_t len;
+    char buf[];
+};
+
+/* The answer came: the request is processed again from the start, and its
+ * next_hop() takes these targets (answers with TTL 0 are not cached). */
+static void dns_done(struct worker *w, void *arg, int status, const struct dns_target *t,
+                     unsigned n)
+{
+    struct dns_park *pk = arg;
+    struct proxy_worker *p = w->proxy;
+    if (pk && status != -ECANCELED && p) {
+        p->dns_replay = true;
+        p->dns_status = status;
+        p->dns_ntargets = status == 0 ? (n < DNS_MAX_TARGETS ? n : DNS_MAX_TARGETS) : 0;
+        if (p->dns_ntargets)
+            memcpy(p->dns_targets, t, p->dns_ntargets * sizeof *t);
+        process(w, &pk->rx, pk->buf, pk->len);
+        p->dns_replay = false;
+    }
+    free(pk);
+}
+
+/* Where a URI sends the request (RFC 3263). Returns 0 with rp->proto/dst
+ * (and tls_name for a TLS name) set, 1 when the request was parked until the
+ * DNS answer (the caller stops), or <0: -ENOENT no such name, other errors. */
+static int next_hop(struct worker *w, const struct rx_info *rx, const char *buf, size_t len,
+                    const struct sip_uri *u, struct route_plan *rp)
+{
+    struct proxy_worker *p = w->proxy;
+    rp->tls_name[0] = 0;
+    int rc = uri_target(u, &rp->proto, &rp->dst);
+    if (rc != -EHOSTUNREACH || (u->scheme != SIP_SCHEME_SIP && u->scheme != SIP_SCHEME_SIPS))
+        return rc;
+    struct slice host = u->maddr.len ? u->maddr : u->host;
+    struct dns_target out[DNS_MAX_TARGETS];
+    const struct dns_target *t = out;
+    unsigned n = 0;
+    if (p->dns_replay) {
+        /* the answer this request was parked for */
+        if (p->dns_status < 0)
+            return p->dns_status;
+        t = p->dns_targets;
+        n = p->dns_ntargets;
+    } else {
+        struct dns_park *pk = malloc(sizeof *pk + len);
+        if (!pk)
+            return -ENOMEM;
+        pk->rx = *rx;
+        pk->len = len;
+        memcpy(pk->buf, buf, len);
+        rc = dns_resolve(w, host, u->port, u->transport, u->scheme == SIP_SCHEME_SIPS, dns_done,
+                         pk, out, &n);
+        if (rc == 0)
+            return 1;
+        free(pk);
+        if (rc < 0)
+            return rc;
+    }
+    if (n == 0)
+        return -ENOENT;
+    rp->proto = t[0].proto;
+    rp->dst = t[0].addr;
+    if (rp->proto == SIP_TRANSPORT_TLS && host.len < sizeof rp->tls_name) {
+        memcpy(rp->tls_name, host.ptr, host.len);
+        rp->tls_name[host.len] = 0;
+    }
+    return 0;
 }
 
 static void handle_request(struct worker *w, const struct rx_info *rx, struct sip_msg *m,
@@ -1188,15 +1273,18 @@ static void handle_request(struct worker *w, const struct rx_info *rx, struct si
     if (m->count[SIP_HDR_ROUTE] > rp.npop) {
         const struct sip_hdr *r = sipmsg_hdr_nth(m, SIP_HDR_ROUTE, rp.npop);
         struct sip_addr ra;
-        if (sipuri_parse_addr(r->value, &ra) == 0 &&
-            uri_target(&ra.uri, &rp.proto, &rp.dst) == 0 &&
-            pick_listener(w, rp.proto, rp.dst.sa.sa_family) >= 0) {
+        int rc = sipuri_parse_addr(r->value, &ra) == 0 ? next_hop(w, rx, buf, len, &ra.uri, &rp)
+                                                       : -EINVAL;
+        if (rc == 1)
+            return; /* parked until the DNS answer */
+        if (rc == 0 && pick_listener(w, rp.proto, rp.dst.sa.sa_family) >= 0) {
             forward_request(w, rx, m, buf, len, &rp, key, key_len);
             return;
         }
-        /* a Route we cannot reach (a name, no DNS here; another family):
+        /* a Route we cannot reach (unknown name, no listener of its family):
          * an endpoint's request still goes to the SIP Server, which knows
          * the route set; a request from the SIP Server cannot be delivered */
+        rp.tls_name[0] = 0;
         if (upstream_src || p->nup == 0) {
             reply(w, rx, m, 503, "Unroutable Route", NULL);
             return;
@@ -1259,10 +1347,15 @@ static void handle_request(struct worker *w, const struct rx_info *rx, struct si
             reply(w, rx, m, 404, NULL, NULL);
             return;
         }
-        int rc = uri_target(&ruri, &rp.proto, &rp.dst);
+        int rc = next_hop(w, rx, buf, len, &ruri, &rp);
+        if (rc == 1)
+            return; /* parked until the DNS answer */
         if (rc < 0) {
-            reply(w, rx, m, rc == -EPROTONOSUPPORT ? 503 : 404,
-                  rc == -EPROTONOSUPPORT ? "Unsupported Transport" : "Unresolvable Request-URI",
+            int code = rc == -ENOENT || rc == -EINVAL ? 404 : 503;
+            reply(w, rx, m, code,
+                  rc == -EPROTONOSUPPORT ? "Unsupported Transport"
+                  : code == 404          ? "Unresolvable Request-URI"
+                                         : "DNS Failure",
                   NULL);
             return;
         }

@@ -111,6 +111,7 @@ void txn_free(struct txn_table *t, struct txn *x)
     free(x->key);
     free(x->req);
     free(x->resp);
+    free(x->tls_name);
     free(x);
 }
 

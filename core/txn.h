@@ -47,6 +47,7 @@ struct txn {
     int out_listener;
     struct netaddr out_dst;
     conn_ref out_conn;
+    char *tls_name;          /* expected TLS identity of the next hop, or NULL */
     char branch[48];
     uint8_t branch_len;
 

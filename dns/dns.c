@@ -174,11 +174,13 @@ static int ares_to_errno(int status)
 }
 
 /* Errors that say the servers cannot be reached (or we cannot ask them):
- * asking them the next question would only take as long again. */
+ * asking them the next question would only take as long again. Not
+ * -ECONNREFUSED: c-ares 1.18 also reports a REFUSED answer that way, and
+ * resolvers that refuse NAPTR or SRV queries but answer A exist (dnsmasq
+ * without upstreams); the next, cheap, question tells the two apart. */
 static bool err_is_hard(int err)
 {
-    return err == -ETIMEDOUT || err == -ECONNREFUSED || err == -ENOMEM || err == -EAGAIN ||
-           err == -ECANCELED;
+    return err == -ETIMEDOUT || err == -ENOMEM || err == -EAGAIN || err == -ECANCELED;
 }
 
 static uint64_t rng_next(struct dns_worker *dw)

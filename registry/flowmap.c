@@ -44,7 +44,7 @@ struct flowmap *flowmap_new(void)
     struct flowmap *fm = calloc(1, sizeof *fm);
     if (!fm)
         return NULL;
-    fm->ht = cds_lfht_new(1u << 18, 1u << 16, 0, CDS_LFHT_AUTO_RESIZE | CDS_LFHT_ACCOUNTING, NULL);
+    fm->ht = cds_lfht_new(1u << 16, 1u << 16, 0, CDS_LFHT_AUTO_RESIZE | CDS_LFHT_ACCOUNTING, NULL);
     if (!fm->ht) {
         free(fm);
         return NULL;
@@ -65,8 +65,12 @@ void flowmap_free(struct flowmap *fm)
             call_rcu(&n->rcu, free_rcu);
     }
     rcu_read_unlock();
+    /* waiting for grace periods (callbacks, a resize in flight) needs this
+     * thread's quiescent state: wait offline */
+    rcu_thread_offline();
     rcu_barrier();
     cds_lfht_destroy(fm->ht, NULL);
+    rcu_thread_online();
     free(fm);
 }
 

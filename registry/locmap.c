@@ -64,8 +64,12 @@ void locmap_free(struct locmap *lm)
             call_rcu(&n->rcu, free_node_rcu);
     }
     rcu_read_unlock();
+    /* waiting for grace periods (callbacks, a resize in flight) needs this
+     * thread's quiescent state: wait offline */
+    rcu_thread_offline();
     rcu_barrier();
     cds_lfht_destroy(lm->ht, NULL);
+    rcu_thread_online();
     free(lm);
 }
 
