@@ -21,6 +21,7 @@
 #define T1_MS 500
 #define T2_MS 4000
 #define TIMER_C_MS 180000
+#define SWEEP_MS 250 /* granularity of freeing finished transactions */
 #define MAX_HDRS 128
 #define OUT_CAP (65536 + 4096)
 #define BRANCH_PREFIX "z9hG4bKSe"
@@ -45,6 +46,8 @@ struct proxy_worker {
     bool registrar;
     struct sipmsg_limits lim;
     uint64_t stat_absorbed, stat_local_replies, stat_forwarded, stat_timeouts;
+    struct txn *linger_head[2], *linger_tail[2]; /* [0] UDP, [1] streams */
+    struct timer sweep;
     bool dns_replay; /* processing a request again after its DNS answer */
     int dns_status;  /* that answer's status */
     struct dns_target dns_targets[DNS_MAX_TARGETS]; /* and its targets */
@@ -178,6 +181,8 @@ struct buf {
 
 static void put(struct buf *b, const char *s, size_t n)
 {
+    if (n == 0)
+        return; /* s may be NULL for an absent value */
     if (b->len + n > b->cap) {
         b->overflow = true;
         return;
@@ -349,6 +354,8 @@ static int parse_upstream(const char *text, struct upstream *up)
     return 0;
 }
 
+static void on_sweep(struct worker *w, struct timer *t);
+
 int proxy_worker_init(struct worker *w)
 {
     /* every worker reads the shared maps: it is an RCU (QSBR) reader */
@@ -366,6 +373,7 @@ int proxy_worker_init(struct worker *w)
         free(p);
         return -ENOMEM;
     }
+    timer_init(&p->sweep, on_sweep);
     p->lim.max_msg_size = w->cfg->max_message_size;
     p->lim.max_headers = MAX_HDRS;
     p->registrar = w->cfg->registrar;
@@ -390,6 +398,7 @@ void proxy_worker_cleanup(struct worker *w)
 {
     if (!w->proxy)
         return;
+    timer_cancel(&w->proxy->sweep);
     txn_table_cleanup(&w->proxy->txns);
     free(w->proxy);
     w->proxy = NULL;
@@ -576,13 +585,46 @@ static void send_cancel(struct worker *w, struct txn *x)
 
 /* ---- timers ----------------------------------------------------------- */
 
+/* Frees the lingering transactions whose time is up. One timer for all of
+ * them: a list per linger duration is already in expiry order, so finished
+ * transactions cost no wheel entry and no wake-up of their own. */
+static void on_sweep(struct worker *w, struct timer *t)
+{
+    struct proxy_worker *p = w->proxy;
+    bool more = false;
+    for (unsigned k = 0; k < 2; k++) {
+        struct txn *x;
+        while ((x = p->linger_head[k]) && x->linger_until <= w->now_ms) {
+            p->linger_head[k] = x->lnext;
+            if (!p->linger_head[k])
+                p->linger_tail[k] = NULL;
+            txn_free(&p->txns, x);
+        }
+        more |= p->linger_head[k] != NULL;
+    }
+    if (more)
+        timer_arm(w, &p->sweep, SWEEP_MS);
+}
+
 static void linger(struct worker *w, struct txn *x)
 {
+    struct proxy_worker *p = w->proxy;
     timer_cancel(&x->t_retx);
     timer_cancel(&x->t_timeout);
-    bool reliable = x->rx.proto != SIP_TRANSPORT_UDP;
+    if (x->lingering)
+        return;
     /* Timer J / K / D: absorb retransmissions for a while, then forget */
-    timer_arm(w, &x->t_linger, reliable ? 1000 : 64 * T1_MS);
+    unsigned k = x->rx.proto != SIP_TRANSPORT_UDP;
+    x->lingering = true;
+    x->linger_until = w->now_ms + (k ? 1000 : 64 * T1_MS);
+    x->lnext = NULL;
+    if (p->linger_tail[k])
+        p->linger_tail[k]->lnext = x;
+    else
+        p->linger_head[k] = x;
+    p->linger_tail[k] = x;
+    if (!timer_armed(&p->sweep))
+        timer_arm(w, &p->sweep, SWEEP_MS);
 }
 
 static void on_retx(struct worker *w, struct timer *t)
@@ -653,11 +695,6 @@ static void on_timeout(struct worker *w, struct timer *t)
     linger(w, x);
 }
 
-static void on_linger(struct worker *w, struct timer *t)
-{
-    struct txn *x = (struct txn *)((char *)t - offsetof(struct txn, t_linger));
-    txn_free(&w->proxy->txns, x);
-}
 
 static void arm_timers(struct worker *w, struct txn *x)
 {
@@ -855,7 +892,6 @@ static void forward_request(struct worker *w, const struct rx_info *rx, const st
         }
         timer_init(&x->t_retx, on_retx);
         timer_init(&x->t_timeout, on_timeout);
-        timer_init(&x->t_linger, on_linger);
         x->method = m->method;
         x->invite = m->method == SIP_METHOD_INVITE;
         x->rx = *rx;
@@ -1183,7 +1219,7 @@ static void handle_request(struct worker *w, const struct rx_info *rx, struct si
      * This worker owns rx->conn: it is the one writer of its entry. */
     if (rx->proto != SIP_TRANSPORT_UDP && !from_upstream(w, rx)) {
         bool reg = m->method == SIP_METHOD_REGISTER;
-        struct flow_entry fe = {rx->conn, rx->proto, rx->src, reg ? w->now_ms : 0}, cur;
+        struct flow_entry fe = {.conn = rx->conn, .proto = rx->proto, .peer = rx->src, .register_ms = reg ? w->now_ms : 0}, cur;
         if (reg || (creates_dialog(m) &&
                     !(flowmap_lookup(p->flows, rx->proto, &rx->src, &cur) && cur.conn == rx->conn)))
             flowmap_set(p->flows, &fe);
@@ -1506,7 +1542,7 @@ static void handle_response(struct worker *w, const struct rx_info *rx, struct s
     if (n < 0)
         return;
     server_send(w, x, p->out, (size_t)n);
-    if (code >= 200 && x->state == TXN_COMPLETED && !timer_armed(&x->t_linger)) {
+    if (code >= 200 && x->state == TXN_COMPLETED && !x->lingering) {
         keep_response(x, p->out, (size_t)n, code);
         if (x->invite && code >= 300 && x->rx.proto == SIP_TRANSPORT_UDP) {
             x->retx_ms = T1_MS;

@@ -104,7 +104,6 @@ void txn_free(struct txn_table *t, struct txn *x)
         *pp = x->hnext;
     timer_cancel(&x->t_retx);
     timer_cancel(&x->t_timeout);
-    timer_cancel(&x->t_linger);
     t->slots[x->slot] = NULL;
     t->free_list[t->nfree++] = x->slot;
     t->live--;

@@ -54,7 +54,9 @@ struct txn {
     uint32_t retx_ms;        /* current retransmission interval */
     struct timer t_retx;     /* A / E on the client side, G on the server side */
     struct timer t_timeout;  /* B / F */
-    struct timer t_linger;   /* end of life: absorbs retransmissions, then frees */
+    bool lingering;          /* completed: on the worker's linger list */
+    uint64_t linger_until;   /* then freed by the sweep */
+    struct txn *lnext;
 };
 
 struct txn_table {

@@ -9,9 +9,9 @@
 
 struct flow_node {
     struct cds_lfht_node node;
-    struct rcu_head rcu;
     struct flow_entry e; /* immutable once published */
-};
+    struct rcu_head rcu; /* only touched when freed */
+} __attribute__((aligned(64)));
 
 struct flowmap {
     struct cds_lfht *ht;
@@ -76,7 +76,7 @@ void flowmap_free(struct flowmap *fm)
 
 int flowmap_set(struct flowmap *fm, const struct flow_entry *e)
 {
-    struct flow_node *n = malloc(sizeof *n);
+    struct flow_node *n = aligned_alloc(64, sizeof *n);
     if (!n)
         return -ENOMEM;
     cds_lfht_node_init(&n->node);

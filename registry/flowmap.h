@@ -10,10 +10,11 @@
 
 struct flowmap;
 
+/* Laid out so that a node's list link, key and conn_ref share one cache line. */
 struct flow_entry {
-    uint64_t conn;        /* conn_ref of the connection */
-    uint8_t proto;        /* enum sip_transport */
     struct netaddr peer;  /* the phone's address as seen by us */
+    uint8_t proto;        /* enum sip_transport */
+    uint64_t conn;        /* conn_ref of the connection */
     uint64_t register_ms; /* time of its last REGISTER (CLOCK_MONOTONIC) */
 };
 

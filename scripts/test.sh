@@ -20,12 +20,12 @@ passed=0
 failed=0
 failures=()
 step() { # step NAME COMMAND...
-  local name=$1; shift
+  local name=$1 t0=$SECONDS; shift
   echo "=== $name"
   if "$@"; then
-    passed=$((passed + 1)); echo "=== $name: ok"
+    passed=$((passed + 1)); echo "=== $name: ok ($((SECONDS - t0)) s)"
   else
-    failed=$((failed + 1)); failures+=("$name"); echo "=== $name: FAILED"
+    failed=$((failed + 1)); failures+=("$name"); echo "=== $name: FAILED ($((SECONDS - t0)) s)"
   fi
 }
 
@@ -43,8 +43,11 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 step "unit tests (release)" ctest --test-dir build --output-on-failure
 step "unit tests (asan+ubsan)" ctest --test-dir build-asan --output-on-failure
 step "fuzz (asan+ubsan, ${FUZZ_SECONDS}s per target)" scripts/run-fuzz.sh "$FUZZ_SECONDS"
+# Every scenario runs against the sanitizer build (wire-level input must
+# never produce a report); the release build gets the call flows.
 step "scenarios (asan+ubsan build)" env SIPEDGE_BIN="$ROOT/build-asan/sipedge" tests/scenarios/run_all.sh
-step "scenarios (release build)" env SIPEDGE_BIN="$ROOT/build/sipedge" SIPEDGE_SCENARIO_QUICK=1 tests/scenarios/run_all.sh
+step "calls (release build)" env SIPEDGE_BIN="$ROOT/build/sipedge" \
+  /usr/bin/python3 tests/scenarios/run_sipp_calls.py --small --legs udp-udp,tcp-tcp,tcp-udp
 
 if [ "$failed" -ne 0 ]; then
   echo "failed steps: ${failures[*]}"

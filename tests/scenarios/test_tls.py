@@ -375,8 +375,10 @@ def case_b(env):
     return "refused and logged: " + " ".join(notes) + "; good client cert 200 on 1.2 and 1.3"
 
 
-def udp_request(env, proxy, method, ruri, timeout):
-    cl = lib.SipClient(HOST, proxy.P, "udp")
+def udp_request(env, proxy, method, ruri, timeout, cl=None):
+    own = cl is None
+    if own:
+        cl = lib.SipClient(HOST, proxy.P, "udp")
     try:
         cid = "tls-" + secrets.token_hex(6)
         cl.send(lib.build_request(method, ruri, via_host=HOST, via_port=cl.local[1],
@@ -384,13 +386,22 @@ def udp_request(env, proxy, method, ruri, timeout):
                                   headers=[("Contact", f"<sip:caller@{HOST}:{cl.local[1]}>")]))
         return final_on(cl, cid, timeout)
     finally:
-        cl.close()
+        if own:
+            cl.close()
 
 
 def case_c(env):
     good, bad = env.up_good, env.up_bad
-    for i in range(2):
-        r = udp_request(env, env.upg, "OPTIONS", "sip:bob@example.com", 10)
+    # One client socket: the same UDP flow lands on the same worker, and each
+    # worker owns its own connection to the upstream (ARCHITECTURE §1), so
+    # reuse is only observable within one worker.
+    cl = lib.SipClient(HOST, env.upg.P, "udp")
+    try:
+        rs = [udp_request(env, env.upg, "OPTIONS", "sip:bob@example.com", 10, cl)
+              for _ in range(2)]
+    finally:
+        cl.close()
+    for i, r in enumerate(rs):
         expect(r is not None and r.code == 200,
                f"via the verified upstream, request {i + 1}: {r.code if r else 'no answer'}")
     with good.lock:
