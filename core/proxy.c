@@ -1073,6 +1073,15 @@ static bool via_loops(const struct worker *w, const struct sip_msg *m, uint32_t 
 
 static void process(struct worker *w, const struct rx_info *rx, char *buf, size_t len);
 
+/* Next hop: the SIP Server in service. */
+static void plan_upstream(const struct proxy_worker *p, struct route_plan *rp)
+{
+    rp->to_upstream = true;
+    rp->upstream_idx = p->active;
+    rp->proto = p->up[p->active].proto;
+    rp->dst = p->up[p->active].addr;
+}
+
 /* A request waiting for its next hop's DNS answer: a private copy. */
 struct dns_park {
     struct rx_info rx;
@@ -1325,10 +1334,7 @@ static void handle_request(struct worker *w, const struct rx_info *rx, struct si
             reply(w, rx, m, 503, "Unroutable Route", NULL);
             return;
         }
-        rp.to_upstream = true;
-        rp.upstream_idx = p->active;
-        rp.proto = p->up[p->active].proto;
-        rp.dst = p->up[p->active].addr;
+        plan_upstream(p, &rp);
         forward_request(w, rx, m, buf, len, &rp, key, key_len);
         return;
     }
@@ -1404,10 +1410,7 @@ static void handle_request(struct worker *w, const struct rx_info *rx, struct si
         return;
     }
     /* 5. from an endpoint: to the SIP Server in service */
-    rp.to_upstream = true;
-    rp.upstream_idx = p->active;
-    rp.proto = p->up[p->active].proto;
-    rp.dst = p->up[p->active].addr;
+    plan_upstream(p, &rp);
     forward_request(w, rx, m, buf, len, &rp, key, key_len);
 }
 
