@@ -111,7 +111,8 @@ static void bench_lookups(size_t entries, double seconds, const int *cpus)
         a->in4.sin_addr.s_addr = htonl(0x0a000000u + (uint32_t)(i / 30000));
         a->in4.sin_port = htons((uint16_t)(1024 + i % 30000));
         a->len = sizeof a->in4;
-        struct flow_entry e = {.conn = (uint64_t)i + 1, .proto = SIP_TRANSPORT_TLS, .peer = *a, .register_ms = 0};
+        struct flow_entry e = {
+            .conn = (uint64_t)i + 1, .proto = SIP_TRANSPORT_TLS, .peer = *a, .register_ms = 0};
         if (flowmap_set(fm, &e) < 0) {
             fprintf(stderr, "flowmap_set failed\n");
             exit(1);

@@ -63,7 +63,8 @@ static const struct cli_opt cli_opts[] = {
      "SIP Server: sip:IP[:PORT][;transport=udp|tcp|tls]\n"
      "or sips:IP; twice = primary then backup\n"
      "(default: none, the built-in registrar answers)"},
-    {"peer", OPT_PEER, "DOMAIN=URI", "proxy for a peer site's DOMAIN; repeatable, up to 16\n(accepted, not active yet)"},
+    {"peer", OPT_PEER, "DOMAIN=URI",
+     "proxy for a peer site's DOMAIN; repeatable, up to 16\n(accepted, not active yet)"},
     {"registrar", OPT_REGISTRAR, NULL,
      "built-in registrar/location service\n(default: on when no --upstream)"},
     {"flow-secret", OPT_FLOW_SECRET, "FILE",
@@ -78,7 +79,8 @@ static const struct cli_opt cli_opts[] = {
     {"dns-server", OPT_DNS_SERVER, "HOST[:PORT]",
      "DNS server, IP literal; repeatable, up to 4\n(default: the system resolver)"},
     {"oos-check", OPT_OOS_CHECK, "SEC",
-     "OPTIONS probe interval to the active upstream,\n1..3600 (default: 5; accepted, not active yet:\na transaction timeout switches upstreams)"},
+     "OPTIONS probe interval to the active upstream,\n1..3600 (default: 5; accepted, not active "
+     "yet:\na transaction timeout switches upstreams)"},
     {"oos-force", OPT_OOS_FORCE, "SEC",
      "probe interval while no upstream answers,\n1..3600 (default: 5; accepted, not active yet)"},
     {"max-connections", OPT_MAX_CONNECTIONS, "N",
@@ -87,7 +89,8 @@ static const struct cli_opt cli_opts[] = {
      "largest SIP message, 512..1048576 (default: 65535)"},
     {"overload-dialog-rate", OPT_OVERLOAD_DIALOG_RATE, "N",
      "INVITE/s above which new INVITEs get 503,\n0 = off (default: 0; accepted, not active yet)"},
-    {"stats-listen", OPT_STATS_LISTEN, "HOST:PORT", "management HTTP address\n(default: off; accepted, not active yet)"},
+    {"stats-listen", OPT_STATS_LISTEN, "HOST:PORT",
+     "management HTTP address\n(default: off; accepted, not active yet)"},
     {"stats-tls", OPT_STATS_TLS, NULL,
      "serve management over TLS, needs --tls-cert\n(default: off; accepted, not active yet)"},
     {"log-level", OPT_LOG_LEVEL, "LEVEL", "error, warn, info or debug (default: info)"},

@@ -8,13 +8,13 @@
 #include "core/netaddr.h"
 
 #define CONFIG_MAX_LISTEN 16
-#define CONFIG_MAX_PEERS 16
-#define CONFIG_MAX_DNS 4
+#define CONFIG_MAX_PEERS  16
+#define CONFIG_MAX_DNS    4
 
 struct listen_cfg {
-    uint8_t proto;            /* enum sip_transport: UDP, TCP or TLS */
+    uint8_t proto; /* enum sip_transport: UDP, TCP or TLS */
     struct netaddr addr;
-    char host[64];            /* as given, for logs and Via/Record-Route */
+    char host[64]; /* as given, for logs and Via/Record-Route */
 };
 
 struct peer_cfg {
@@ -28,8 +28,8 @@ struct config {
     unsigned workers;
     struct listen_cfg listen[CONFIG_MAX_LISTEN];
     unsigned nlisten;
-    char advertise[256];      /* empty: the listener's own address */
-    char upstream[2][512];    /* primary, backup; empty when absent */
+    char advertise[256];   /* empty: the listener's own address */
+    char upstream[2][512]; /* primary, backup; empty when absent */
     unsigned nupstream;
     struct peer_cfg peers[CONFIG_MAX_PEERS];
     unsigned npeers;

@@ -15,7 +15,10 @@ static enum framer_result invalid(struct framer *f, enum sip_err e)
     return FRAMER_INVALID;
 }
 
-static bool is_ws(char c) { return c == ' ' || c == '\t'; }
+static bool is_ws(char c)
+{
+    return c == ' ' || c == '\t';
+}
 
 /* Finds Content-Length ("Content-Length" or "l", any case, optional white
  * space before the colon) in the header block buf[0..hlen). */
@@ -26,22 +29,19 @@ static enum sip_err find_content_length(const char *buf, size_t hlen, uint64_t *
     while (p && p + 1 < end) {
         const char *ls = p + 1;
         p = memchr(ls, '\n', (size_t)(end - ls));
-        if (is_ws(*ls))
-            continue; /* continuation line */
+        if (is_ws(*ls)) continue; /* continuation line */
         const char *n = ls;
         while (n < end && *n != ':' && !is_ws(*n) && *n != '\r' && *n != '\n')
             n++;
         size_t nl = (size_t)(n - ls);
         bool is_cl = (nl == 1 && (*ls == 'l' || *ls == 'L')) ||
                      (nl == 14 && slice_case_eq_lit(slice_make(ls, nl), "content-length"));
-        if (!is_cl)
-            continue;
+        if (!is_cl) continue;
         while (n < end && is_ws(*n))
             n++;
         if (n >= end || *n != ':')
             continue; /* not a header line we understand; the parser decides */
-        if (found)
-            return SIP_ERR_CL_DUPLICATE;
+        if (found) return SIP_ERR_CL_DUPLICATE;
         found = true;
         /* value up to the end of the (possibly folded) header */
         const char *v = n + 1, *ve = v;
@@ -52,8 +52,7 @@ static enum sip_err find_content_length(const char *buf, size_t hlen, uint64_t *
                 break;
             }
             ve = lf + 1;
-            if (ve >= end || !is_ws(*ve))
-                break;
+            if (ve >= end || !is_ws(*ve)) break;
         }
         while (v < ve && (is_ws(*v) || *v == '\r' || *v == '\n'))
             v++;
@@ -69,8 +68,7 @@ enum framer_result framer_feed(struct framer *f, const char *buf, size_t len,
                                const struct sipmsg_limits *lim, size_t *msg_len)
 {
     if (f->headers_len == 0) {
-        if (len == 0)
-            return FRAMER_INCOMPLETE;
+        if (len == 0) return FRAMER_INCOMPLETE;
         if (buf[0] == '\r' || buf[0] == '\n') {
             /* RFC 5626 §4.4.1 keep-alive: CRLFCRLF ping, CRLF pong */
             if (len >= 4 && memcmp(buf, "\r\n\r\n", 4) == 0) {
@@ -87,16 +85,14 @@ enum framer_result framer_feed(struct framer *f, const char *buf, size_t len,
                 *msg_len = 1;
                 return FRAMER_PONG;
             }
-            if (len >= 2 && buf[0] == '\r' && buf[1] != '\n')
-                return invalid(f, SIP_ERR_START_LINE);
+            if (len >= 2 && buf[0] == '\r' && buf[1] != '\n') return invalid(f, SIP_ERR_START_LINE);
             return FRAMER_INCOMPLETE;
         }
         size_t from = f->scanned;
         const char *hend = NULL;
         while (from < len) {
             const char *lf = memchr(buf + from, '\n', len - from);
-            if (!lf)
-                break;
+            if (!lf) break;
             size_t rest = len - (size_t)(lf - buf) - 1;
             if (rest >= 2 && lf[1] == '\r' && lf[2] == '\n') {
                 hend = lf + 3;
@@ -116,24 +112,20 @@ enum framer_result framer_feed(struct framer *f, const char *buf, size_t len,
             from = len;
         incomplete:
             f->scanned = from;
-            if (len >= lim->max_msg_size)
-                return invalid(f, SIP_ERR_TOO_LARGE);
+            if (len >= lim->max_msg_size) return invalid(f, SIP_ERR_TOO_LARGE);
             return FRAMER_INCOMPLETE;
         }
         size_t hlen = (size_t)(hend - buf);
-        if (hlen > lim->max_msg_size)
-            return invalid(f, SIP_ERR_TOO_LARGE);
+        if (hlen > lim->max_msg_size) return invalid(f, SIP_ERR_TOO_LARGE);
         uint64_t cl = 0;
         enum sip_err e = find_content_length(buf, hlen, &cl);
-        if (e)
-            return invalid(f, e);
+        if (e) return invalid(f, e);
         if (cl > lim->max_msg_size || hlen + cl > lim->max_msg_size)
             return invalid(f, SIP_ERR_TOO_LARGE);
         f->headers_len = hlen;
         f->msg_len = hlen + (size_t)cl;
     }
-    if (len < f->msg_len)
-        return FRAMER_INCOMPLETE;
+    if (len < f->msg_len) return FRAMER_INCOMPLETE;
     *msg_len = f->msg_len;
     framer_init(f);
     return FRAMER_MESSAGE;

@@ -34,8 +34,7 @@ static void log_startup(const struct config *cfg)
     LOG_I("sipedge %s: %u workers, listening on %s%s", SIPEDGE_VERSION, cfg->workers, list,
           cfg->registrar ? ", registrar on" : "");
     /* flags of the contract that this version parses but does not act on */
-    if (cfg->npeers)
-        LOG_W("--peer is accepted but not active in this version");
+    if (cfg->npeers) LOG_W("--peer is accepted but not active in this version");
     if (cfg->stats_listen[0] || cfg->stats_tls)
         LOG_W("--stats-listen/--stats-tls are accepted but not active in this version");
     if (cfg->overload_dialog_rate)

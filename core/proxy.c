@@ -18,15 +18,15 @@
 #include "registry/flowtoken.h"
 #include "registry/locmap.h"
 
-#define T1_MS 500
-#define T2_MS 4000
-#define TIMER_C_MS 180000
-#define SWEEP_MS 250 /* granularity of freeing finished transactions */
-#define MAX_HDRS 128
-#define OUT_CAP (65536 + 4096)
-#define BRANCH_PREFIX "z9hG4bKSe"
+#define T1_MS             500
+#define T2_MS             4000
+#define TIMER_C_MS        180000
+#define SWEEP_MS          250 /* granularity of freeing finished transactions */
+#define MAX_HDRS          128
+#define OUT_CAP           (65536 + 4096)
+#define BRANCH_PREFIX     "z9hG4bKSe"
 #define BRANCH_PREFIX_LEN 9
-#define BRANCH_LEN (BRANCH_PREFIX_LEN + 2 + 6 + 8 + 8)
+#define BRANCH_LEN        (BRANCH_PREFIX_LEN + 2 + 6 + 8 + 8)
 
 struct upstream {
     uint8_t proto;
@@ -61,9 +61,9 @@ struct proxy_worker {
 /* Created once by the first worker to start, read-only afterwards except
  * through the maps' own lock-free operations. */
 static struct shared {
-    struct locmap *loc;         /* built-in registrar: AOR -> bindings */
-    struct flowmap *flows;      /* phone address + transport -> connection */
-    struct flowtoken_key key;   /* flow token HMAC key */
+    struct locmap *loc;       /* built-in registrar: AOR -> bindings */
+    struct flowmap *flows;    /* phone address + transport -> connection */
+    struct flowtoken_key key; /* flow token HMAC key */
     int rc;
 } shared;
 static pthread_once_t shared_once = PTHREAD_ONCE_INIT;
@@ -82,8 +82,14 @@ static void shared_create(void)
         LOG_E("--flow-secret %s: %s", shared_cfg->flow_secret_file, strerror(-shared.rc));
 }
 
-struct locmap *proxy_locmap(void) { return shared.loc; }
-struct flowmap *proxy_flowmap(void) { return shared.flows; }
+struct locmap *proxy_locmap(void)
+{
+    return shared.loc;
+}
+struct flowmap *proxy_flowmap(void)
+{
+    return shared.flows;
+}
 
 /* ---- small helpers -------------------------------------------------- */
 
@@ -95,14 +101,20 @@ static uint64_t fnv(uint64_t h, struct slice s)
 }
 #define FNV_INIT 1469598103934665603ULL
 
-static int default_port(uint8_t proto) { return proto == SIP_TRANSPORT_TLS ? 5061 : 5060; }
+static int default_port(uint8_t proto)
+{
+    return proto == SIP_TRANSPORT_TLS ? 5061 : 5060;
+}
 
 static const char *proto_lc(uint8_t proto)
 {
     switch (proto) {
-    case SIP_TRANSPORT_TCP: return "tcp";
-    case SIP_TRANSPORT_TLS: return "tls";
-    default: return "udp";
+    case SIP_TRANSPORT_TCP:
+        return "tcp";
+    case SIP_TRANSPORT_TLS:
+        return "tls";
+    default:
+        return "udp";
     }
 }
 
@@ -111,8 +123,7 @@ static int pick_listener(const struct worker *w, uint8_t proto, int fam)
 {
     for (unsigned i = 0; i < w->cfg->nlisten; i++) {
         const struct listen_cfg *l = &w->cfg->listen[i];
-        if (l->proto == proto && (fam == AF_UNSPEC || l->addr.sa.sa_family == fam))
-            return (int)i;
+        if (l->proto == proto && (fam == AF_UNSPEC || l->addr.sa.sa_family == fam)) return (int)i;
     }
     return -1;
 }
@@ -127,16 +138,14 @@ static bool is_local(const struct worker *w, struct slice host, int port)
             ls = slice_make(lh + 1, ls.len - 2);
         int lp = worker_listener_port(w, i);
         int p = port ? port : default_port(w->cfg->listen[i].proto);
-        if (p == lp && slice_case_eq(host, ls))
-            return true;
+        if (p == lp && slice_case_eq(host, ls)) return true;
     }
     return false;
 }
 
 static bool uri_is_local(const struct worker *w, const struct sip_uri *u)
 {
-    if (u->scheme != SIP_SCHEME_SIP && u->scheme != SIP_SCHEME_SIPS)
-        return false;
+    if (u->scheme != SIP_SCHEME_SIP && u->scheme != SIP_SCHEME_SIPS) return false;
     return is_local(w, u->host, u->port);
 }
 
@@ -144,17 +153,13 @@ static bool uri_is_local(const struct worker *w, const struct sip_uri *u)
 static int uri_target(const struct sip_uri *u, uint8_t *proto, struct netaddr *dst)
 {
     uint8_t p = u->transport;
-    if (u->scheme == SIP_SCHEME_SIPS)
-        p = SIP_TRANSPORT_TLS;
-    if (p == SIP_TRANSPORT_NONE)
-        p = SIP_TRANSPORT_UDP;
+    if (u->scheme == SIP_SCHEME_SIPS) p = SIP_TRANSPORT_TLS;
+    if (p == SIP_TRANSPORT_NONE) p = SIP_TRANSPORT_UDP;
     if (p != SIP_TRANSPORT_UDP && p != SIP_TRANSPORT_TCP && p != SIP_TRANSPORT_TLS)
         return -EPROTONOSUPPORT;
     struct slice host = u->maddr.len ? u->maddr : u->host;
-    if (slice_case_eq_lit(host, "localhost"))
-        host = SLICE_LIT("127.0.0.1");
-    if (netaddr_from_ip(dst, host, u->port ? u->port : default_port(p)) < 0)
-        return -EHOSTUNREACH;
+    if (slice_case_eq_lit(host, "localhost")) host = SLICE_LIT("127.0.0.1");
+    if (netaddr_from_ip(dst, host, u->port ? u->port : default_port(p)) < 0) return -EHOSTUNREACH;
     *proto = p;
     return 0;
 }
@@ -165,9 +170,9 @@ static int own_uri_line(const struct worker *w, const char *name, int listener, 
 {
     const char *host = worker_listener_host(w, (unsigned)listener);
     int port = worker_listener_port(w, (unsigned)listener);
-    int n = snprintf(out, cap, "%s: <sip:%s%s%s:%d;transport=%s;lr%s>\r\n", name,
-                     token ? token : "", token ? "@" : "", host, port, proto_lc(proto),
-                     ob ? ";ob" : "");
+    int n =
+        snprintf(out, cap, "%s: <sip:%s%s%s:%d;transport=%s;lr%s>\r\n", name, token ? token : "",
+                 token ? "@" : "", host, port, proto_lc(proto), ob ? ";ob" : "");
     return n < 0 || (size_t)n >= cap ? 0 : n;
 }
 
@@ -181,8 +186,7 @@ struct buf {
 
 static void put(struct buf *b, const char *s, size_t n)
 {
-    if (n == 0)
-        return; /* s may be NULL for an absent value */
+    if (n == 0) return; /* s may be NULL for an absent value */
     if (b->len + n > b->cap) {
         b->overflow = true;
         return;
@@ -190,8 +194,14 @@ static void put(struct buf *b, const char *s, size_t n)
     memcpy(b->p + b->len, s, n);
     b->len += n;
 }
-static void puts_(struct buf *b, const char *s) { put(b, s, strlen(s)); }
-static void puts_sl(struct buf *b, struct slice s) { put(b, s.ptr, s.len); }
+static void puts_(struct buf *b, const char *s)
+{
+    put(b, s, strlen(s));
+}
+static void puts_sl(struct buf *b, struct slice s)
+{
+    put(b, s.ptr, s.len);
+}
 static void putf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void putf(struct buf *b, const char *fmt, ...)
 {
@@ -211,8 +221,7 @@ static uint32_t reply_tag(const struct sip_msg *m)
 {
     uint64_t h = fnv(FNV_INIT, m->call_id);
     const struct sip_hdr *f = sipmsg_hdr(m, SIP_HDR_FROM);
-    if (f)
-        h = fnv(h, f->value);
+    if (f) h = fnv(h, f->value);
     h ^= m->cseq;
     return (uint32_t)(h ^ (h >> 32));
 }
@@ -220,25 +229,44 @@ static uint32_t reply_tag(const struct sip_msg *m)
 static const char *reason_of(int code)
 {
     switch (code) {
-    case 100: return "Trying";
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 408: return "Request Timeout";
-    case 416: return "Unsupported URI Scheme";
-    case 420: return "Bad Extension";
-    case 430: return "Flow Failed";
-    case 480: return "Temporarily Unavailable";
-    case 481: return "Call/Transaction Does Not Exist";
-    case 482: return "Loop Detected";
-    case 483: return "Too Many Hops";
-    case 500: return "Server Internal Error";
-    case 501: return "Not Implemented";
-    case 503: return "Service Unavailable";
-    case 505: return "Version Not Supported";
-    case 513: return "Message Too Large";
-    default: return "Unknown";
+    case 100:
+        return "Trying";
+    case 200:
+        return "OK";
+    case 400:
+        return "Bad Request";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 408:
+        return "Request Timeout";
+    case 416:
+        return "Unsupported URI Scheme";
+    case 420:
+        return "Bad Extension";
+    case 430:
+        return "Flow Failed";
+    case 480:
+        return "Temporarily Unavailable";
+    case 481:
+        return "Call/Transaction Does Not Exist";
+    case 482:
+        return "Loop Detected";
+    case 483:
+        return "Too Many Hops";
+    case 500:
+        return "Server Internal Error";
+    case 501:
+        return "Not Implemented";
+    case 503:
+        return "Service Unavailable";
+    case 505:
+        return "Version Not Supported";
+    case 513:
+        return "Message Too Large";
+    default:
+        return "Unknown";
     }
 }
 
@@ -291,10 +319,8 @@ static ssize_t build_reply(const struct sip_msg *m, const struct rx_info *rx, in
         }
         }
     }
-    if (warning)
-        putf(&b, "Warning: 399 sipedge \"%s\"\r\n", warning);
-    if (extra)
-        puts_(&b, extra);
+    if (warning) putf(&b, "Warning: 399 sipedge \"%s\"\r\n", warning);
+    if (extra) puts_(&b, extra);
     puts_(&b, "Server: sipedge/" SIPEDGE_VERSION "\r\nContent-Length: 0\r\n\r\n");
     return b.overflow ? -1 : (ssize_t)b.len;
 }
@@ -319,19 +345,16 @@ static int send_back(struct worker *w, const struct rx_info *rx, const struct ne
 {
     int rc = worker_send(w, rx->proto, rx->proto == SIP_TRANSPORT_UDP ? rx->listener : -1, dst,
                          rx->conn, NULL, buf, len, NULL);
-    if (rc < 0)
-        LOG_RL(LOG_DEBUG, "reply not sent: %s", strerror(-rc));
+    if (rc < 0) LOG_RL(LOG_DEBUG, "reply not sent: %s", strerror(-rc));
     return rc;
 }
 
 static void reply(struct worker *w, const struct rx_info *rx, const struct sip_msg *m, int code,
                   const char *warning, const char *extra)
 {
-    if (m->is_request && m->method == SIP_METHOD_ACK)
-        return; /* never answer an ACK */
+    if (m->is_request && m->method == SIP_METHOD_ACK) return; /* never answer an ACK */
     ssize_t n = build_reply(m, rx, code, warning, extra, w->proxy->aux, OUT_CAP);
-    if (n < 0)
-        return;
+    if (n < 0) return;
     struct netaddr dst;
     response_dst(m, rx, &dst);
     w->proxy->stat_local_replies++;
@@ -347,8 +370,7 @@ static int parse_upstream(const char *text, struct upstream *up)
     if (sipuri_parse(s, &u) < 0 || (u.scheme != SIP_SCHEME_SIP && u.scheme != SIP_SCHEME_SIPS))
         return -EINVAL;
     int rc = uri_target(&u, &up->proto, &up->addr);
-    if (rc < 0)
-        return rc;
+    if (rc < 0) return rc;
     snprintf(up->host, sizeof up->host, "%.*s", (int)u.host.len, u.host.ptr);
     up->port = netaddr_port(&up->addr);
     return 0;
@@ -367,8 +389,7 @@ int proxy_worker_init(struct worker *w)
         return shared.rc;
     }
     struct proxy_worker *p = calloc(1, sizeof *p);
-    if (!p)
-        return -ENOMEM;
+    if (!p) return -ENOMEM;
     if (txn_table_init(&p->txns, 1u << 20) < 0) {
         free(p);
         return -ENOMEM;
@@ -396,8 +417,7 @@ int proxy_worker_init(struct worker *w)
 
 void proxy_worker_cleanup(struct worker *w)
 {
-    if (!w->proxy)
-        return;
+    if (!w->proxy) return;
     timer_cancel(&w->proxy->sweep);
     txn_table_cleanup(&w->proxy->txns);
     free(w->proxy);
@@ -413,17 +433,18 @@ void proxy_quiescent(struct worker *w, bool sleeping)
         locmap_quiescent();
 }
 
-void proxy_awake(struct worker *w) { locmap_thread_online(); }
+void proxy_awake(struct worker *w)
+{
+    locmap_thread_online();
+}
 
 bool proxy_busy(struct worker *w)
 {
-    if (dns_busy(w))
-        return true; /* requests parked on a DNS answer */
+    if (dns_busy(w)) return true; /* requests parked on a DNS answer */
     /* in flight = transactions that have not sent a final response */
     struct txn_table *t = &w->proxy->txns;
     for (uint32_t i = 0; i < t->nslots; i++)
-        if (t->slots[i] && t->slots[i]->state != TXN_COMPLETED)
-            return true;
+        if (t->slots[i] && t->slots[i]->state != TXN_COMPLETED) return true;
     return false;
 }
 
@@ -446,8 +467,7 @@ static size_t server_key(const struct sip_msg *m, const struct sip_via *v, struc
         const struct sip_hdr *f = sipmsg_hdr(m, SIP_HDR_FROM);
         puts_sl(&b, m->call_id);
         putf(&b, "|%u|", m->cseq);
-        if (f && sipuri_parse_addr(f->value, &from) == 0)
-            puts_sl(&b, from.tag);
+        if (f && sipuri_parse_addr(f->value, &from) == 0) puts_sl(&b, from.tag);
         put(&b, "|", 1);
         puts_sl(&b, m->ruri);
         put(&b, "|", 1);
@@ -466,12 +486,9 @@ static uint32_t loop_hash(const struct sip_msg *m)
     h ^= m->cseq;
     const struct sip_hdr *f = sipmsg_hdr(m, SIP_HDR_FROM), *t = sipmsg_hdr(m, SIP_HDR_TO);
     const struct sip_hdr *r = sipmsg_hdr(m, SIP_HDR_ROUTE);
-    if (f)
-        h = fnv(h, f->value);
-    if (t)
-        h = fnv(h, t->value);
-    if (r)
-        h = fnv(h, r->value);
+    if (f) h = fnv(h, f->value);
+    if (t) h = fnv(h, t->value);
+    if (r) h = fnv(h, r->value);
     return (uint32_t)(h ^ (h >> 32));
 }
 
@@ -487,8 +504,7 @@ static bool hex_field(const char *p, unsigned n, uint32_t *out)
     uint32_t v = 0;
     for (unsigned i = 0; i < n; i++) {
         int d = hexval(p[i]);
-        if (d < 0)
-            return false;
+        if (d < 0) return false;
         v = v << 4 | (uint32_t)d;
     }
     *out = v;
@@ -499,8 +515,7 @@ static bool hex_field(const char *p, unsigned n, uint32_t *out)
 static bool branch_decode(struct slice br, uint32_t *wk, uint32_t *slot, uint32_t *gen,
                           uint32_t *lh)
 {
-    if (br.len != BRANCH_LEN || memcmp(br.ptr, BRANCH_PREFIX, BRANCH_PREFIX_LEN) != 0)
-        return false;
+    if (br.len != BRANCH_LEN || memcmp(br.ptr, BRANCH_PREFIX, BRANCH_PREFIX_LEN) != 0) return false;
     const char *p = br.ptr + BRANCH_PREFIX_LEN;
     return hex_field(p, 2, wk) && hex_field(p + 2, 6, slot) && hex_field(p + 8, 8, gen) &&
            hex_field(p + 16, 8, lh);
@@ -515,8 +530,7 @@ static int send_downstream(struct worker *w, struct txn *x, const char *buf, siz
     conn_ref used = CONN_REF_NONE;
     int rc = worker_send(w, x->out_proto, x->out_listener, &x->out_dst, x->out_conn, x->tls_name,
                          buf, len, &used);
-    if (rc == 0 && used != CONN_REF_NONE)
-        x->out_conn = used;
+    if (rc == 0 && used != CONN_REF_NONE) x->out_conn = used;
     return rc;
 }
 
@@ -529,8 +543,7 @@ static void server_send(struct worker *w, struct txn *x, const char *buf, size_t
 static void keep_response(struct txn *x, const char *buf, size_t len, int status)
 {
     char *c = realloc(x->resp, len);
-    if (!c)
-        return;
+    if (!c) return;
     memcpy(c, buf, len);
     x->resp = c;
     x->resp_len = (uint32_t)len;
@@ -546,8 +559,7 @@ static ssize_t build_hop_request(const struct txn *x, const char *method, struct
     struct sip_msg m;
     struct sip_hdr hdrs[MAX_HDRS];
     struct sipmsg_limits lim = {OUT_CAP, MAX_HDRS};
-    if (sipmsg_parse(x->req, x->req_len, &m, hdrs, &lim, SIPMSG_DATAGRAM) < 0)
-        return -1;
+    if (sipmsg_parse(x->req, x->req_len, &m, hdrs, &lim, SIPMSG_DATAGRAM) < 0) return -1;
     struct buf b = {out, 0, cap, false};
     putf(&b, "%s ", method);
     puts_sl(&b, m.ruri);
@@ -578,8 +590,7 @@ static ssize_t build_hop_request(const struct txn *x, const char *method, struct
 static void send_cancel(struct worker *w, struct txn *x)
 {
     ssize_t n = build_hop_request(x, "CANCEL", SLICE_NULL, w->proxy->aux, OUT_CAP);
-    if (n > 0)
-        send_downstream(w, x, w->proxy->aux, (size_t)n);
+    if (n > 0) send_downstream(w, x, w->proxy->aux, (size_t)n);
     x->cancelled = true;
 }
 
@@ -596,14 +607,12 @@ static void on_sweep(struct worker *w, struct timer *t)
         struct txn *x;
         while ((x = p->linger_head[k]) && x->linger_until <= w->now_ms) {
             p->linger_head[k] = x->lnext;
-            if (!p->linger_head[k])
-                p->linger_tail[k] = NULL;
+            if (!p->linger_head[k]) p->linger_tail[k] = NULL;
             txn_free(&p->txns, x);
         }
         more |= p->linger_head[k] != NULL;
     }
-    if (more)
-        timer_arm(w, &p->sweep, SWEEP_MS);
+    if (more) timer_arm(w, &p->sweep, SWEEP_MS);
 }
 
 static void linger(struct worker *w, struct txn *x)
@@ -611,8 +620,7 @@ static void linger(struct worker *w, struct txn *x)
     struct proxy_worker *p = w->proxy;
     timer_cancel(&x->t_retx);
     timer_cancel(&x->t_timeout);
-    if (x->lingering)
-        return;
+    if (x->lingering) return;
     /* Timer J / K / D: absorb retransmissions for a while, then forget */
     unsigned k = x->rx.proto != SIP_TRANSPORT_UDP;
     x->lingering = true;
@@ -623,8 +631,7 @@ static void linger(struct worker *w, struct txn *x)
     else
         p->linger_head[k] = x;
     p->linger_tail[k] = x;
-    if (!timer_armed(&p->sweep))
-        timer_arm(w, &p->sweep, SWEEP_MS);
+    if (!timer_armed(&p->sweep)) timer_arm(w, &p->sweep, SWEEP_MS);
 }
 
 static void on_retx(struct worker *w, struct timer *t)
@@ -632,23 +639,18 @@ static void on_retx(struct worker *w, struct timer *t)
     struct txn *x = (struct txn *)((char *)t - offsetof(struct txn, t_retx));
     if (x->state == TXN_COMPLETED) {
         /* Timer G: our non-2xx final response until the ACK arrives */
-        if (x->ack_seen || !x->resp)
-            return;
+        if (x->ack_seen || !x->resp) return;
         server_send(w, x, x->resp, x->resp_len);
         x->retx_ms = x->retx_ms * 2 < T2_MS ? x->retx_ms * 2 : T2_MS;
         timer_arm(w, &x->t_retx, x->retx_ms);
         return;
     }
     /* Timer A (INVITE) / E (non-INVITE) */
-    if (x->invite && x->state == TXN_PROCEEDING)
-        return;
+    if (x->invite && x->state == TXN_PROCEEDING) return;
     send_downstream(w, x, x->req, x->req_len);
-    if (x->invite || x->state == TXN_TRYING)
-        x->retx_ms *= 2;
-    if (!x->invite && x->retx_ms > T2_MS)
-        x->retx_ms = T2_MS;
-    if (x->state == TXN_PROCEEDING && !x->invite)
-        x->retx_ms = T2_MS;
+    if (x->invite || x->state == TXN_TRYING) x->retx_ms *= 2;
+    if (!x->invite && x->retx_ms > T2_MS) x->retx_ms = T2_MS;
+    if (x->state == TXN_PROCEEDING && !x->invite) x->retx_ms = T2_MS;
     timer_arm(w, &x->t_retx, x->retx_ms);
 }
 
@@ -668,8 +670,7 @@ static void on_timeout(struct worker *w, struct timer *t)
               p->up[x->upstream_idx].port, p->up[p->active].host, p->up[p->active].port);
     }
     p->stat_timeouts++;
-    if (x->invite && x->provisional_seen && !x->cancelled)
-        send_cancel(w, x); /* Timer C */
+    if (x->invite && x->provisional_seen && !x->cancelled) send_cancel(w, x); /* Timer C */
     if (!x->invite || !x->resp_status || x->resp_status < 200) {
         /* 408 towards the sender */
         struct sip_msg m;
@@ -694,7 +695,6 @@ static void on_timeout(struct worker *w, struct timer *t)
     x->ack_seen = true; /* no Timer G for a 408 we made; a late ACK is absorbed */
     linger(w, x);
 }
-
 
 static void arm_timers(struct worker *w, struct txn *x)
 {
@@ -782,8 +782,8 @@ static void do_register(struct worker *w, const struct rx_info *rx, const struct
     }
     struct locmap_binding cur[LOCMAP_MAX_BINDINGS];
     unsigned ncur = 0;
-    int rc = locmap_update(p->loc, slice_make(aor, aor_len), star, add, nadd, w->now_ms, cur,
-                           &ncur);
+    int rc =
+        locmap_update(p->loc, slice_make(aor, aor_len), star, add, nadd, w->now_ms, cur, &ncur);
     if (rc == -ENOSPC) {
         reply(w, rx, m, 403, "Too Many Bindings", NULL);
         return;
@@ -813,9 +813,9 @@ struct route_plan {
     unsigned upstream_idx;
     struct slice new_ruri; /* when non-empty, replaces the Request-URI */
     char ruri_buf[LOCMAP_CONTACT_MAX];
-    unsigned npop; /* our own Route entries on top, to remove */
+    unsigned npop;      /* our own Route entries on top, to remove */
     char tls_name[256]; /* identity a TLS next hop must prove (a resolved name) */
-    bool has_flow;                /* a popped Route carried a valid flow token */
+    bool has_flow;      /* a popped Route carried a valid flow token */
     uint64_t flow_conn;
     uint8_t flow_proto;
     struct netaddr flow_peer;
@@ -825,8 +825,7 @@ static bool from_upstream(const struct worker *w, const struct rx_info *rx)
 {
     const struct proxy_worker *p = w->proxy;
     for (unsigned i = 0; i < p->nup; i++) {
-        if (netaddr_eq(&rx->src, &p->up[i].addr))
-            return true;
+        if (netaddr_eq(&rx->src, &p->up[i].addr)) return true;
         /* a SIP Server may open its own stream connection from any port */
         if (rx->proto != SIP_TRANSPORT_UDP) {
             struct netaddr a = rx->src, b = p->up[i].addr;
@@ -876,8 +875,7 @@ static void forward_request(struct worker *w, const struct rx_info *rx, const st
     }
     int fam = rp->dst.sa.sa_family;
     int out_l = pick_listener(w, rp->proto, fam);
-    if (out_l < 0)
-        out_l = pick_listener(w, rp->proto, AF_UNSPEC);
+    if (out_l < 0) out_l = pick_listener(w, rp->proto, AF_UNSPEC);
     if (out_l < 0) {
         reply(w, rx, m, 503, "No Listener For Transport", NULL);
         return;
@@ -902,8 +900,7 @@ static void forward_request(struct worker *w, const struct rx_info *rx, const st
         x->out_conn = rp->conn;
         x->to_upstream = rp->to_upstream;
         x->upstream_idx = (uint8_t)rp->upstream_idx;
-        if (rp->tls_name[0])
-            x->tls_name = strdup(rp->tls_name);
+        if (rp->tls_name[0]) x->tls_name = strdup(rp->tls_name);
     }
 
     /* our Via */
@@ -913,13 +910,13 @@ static void forward_request(struct worker *w, const struct rx_info *rx, const st
     uint32_t lh = loop_hash(m);
     int vn;
     if (x) {
-        vn = snprintf(via, sizeof via, "Via: SIP/2.0/%s %s:%d;branch=" BRANCH_PREFIX
-                      "%02x%06x%08x%08x\r\n",
-                      sipuri_transport_str(rp->proto), host, port, w->id & 0xff,
-                      x->slot & 0xffffff, x->gen, lh);
-        x->branch_len = (uint8_t)snprintf(x->branch, sizeof x->branch, BRANCH_PREFIX
-                                          "%02x%06x%08x%08x", w->id & 0xff, x->slot & 0xffffff,
-                                          x->gen, lh);
+        vn = snprintf(via, sizeof via,
+                      "Via: SIP/2.0/%s %s:%d;branch=" BRANCH_PREFIX "%02x%06x%08x%08x\r\n",
+                      sipuri_transport_str(rp->proto), host, port, w->id & 0xff, x->slot & 0xffffff,
+                      x->gen, lh);
+        x->branch_len =
+            (uint8_t)snprintf(x->branch, sizeof x->branch, BRANCH_PREFIX "%02x%06x%08x%08x",
+                              w->id & 0xff, x->slot & 0xffffff, x->gen, lh);
     } else {
         /* stateless: derived from the incoming branch, stable across retransmissions */
         struct sip_via tv;
@@ -954,8 +951,7 @@ static void forward_request(struct worker *w, const struct rx_info *rx, const st
 
     rewrite_dec_max_forwards(&rw, m, 70);
     rewrite_remove_top(&rw, m, SIP_HDR_ROUTE, rp->npop);
-    if (rp->new_ruri.len)
-        rewrite_splice(&rw, sipmsg_off(buf, m->ruri), m->ruri.len, rp->new_ruri);
+    if (rp->new_ruri.len) rewrite_splice(&rw, sipmsg_off(buf, m->ruri), m->ruri.len, rp->new_ruri);
 
     /* Record-Route on dialog-creating requests; two entries when the
      * transport or interface changes (RFC 5658): the top one faces the next
@@ -996,8 +992,7 @@ static void forward_request(struct worker *w, const struct rx_info *rx, const st
 
     ssize_t n = rewrite_build(&rw, p->out, OUT_CAP);
     if (n < 0 || (size_t)n > w->cfg->max_message_size) {
-        if (x)
-            txn_free(&p->txns, x);
+        if (x) txn_free(&p->txns, x);
         reply(w, rx, m, 513, NULL, NULL);
         return;
     }
@@ -1043,8 +1038,7 @@ static void forward_request(struct worker *w, const struct rx_info *rx, const st
 
 static bool unknown_proxy_require(const struct sip_msg *m, char *extra, size_t cap)
 {
-    if (!m->count[SIP_HDR_PROXY_REQUIRE])
-        return false;
+    if (!m->count[SIP_HDR_PROXY_REQUIRE]) return false;
     struct buf b = {extra, 0, cap - 1, false};
     for (unsigned i = 0; i < m->count[SIP_HDR_PROXY_REQUIRE]; i++) {
         const struct sip_hdr *h = sipmsg_hdr_nth(m, SIP_HDR_PROXY_REQUIRE, i);
@@ -1060,8 +1054,7 @@ static bool via_loops(const struct worker *w, const struct sip_msg *m, uint32_t 
 {
     for (unsigned i = m->first[SIP_HDR_VIA]; i < m->nhdrs; i++) {
         const struct sip_hdr *h = &m->hdrs[i];
-        if (h->kind != SIP_HDR_VIA)
-            continue;
+        if (h->kind != SIP_HDR_VIA) continue;
         struct sip_via v;
         uint32_t wk, slot, gen, vlh;
         if (sipuri_parse_via(h->value, &v) == 0 && is_local(w, v.host, v.port) &&
@@ -1100,8 +1093,7 @@ static void dns_done(struct worker *w, void *arg, int status, const struct dns_t
         p->dns_replay = true;
         p->dns_status = status;
         p->dns_ntargets = status == 0 ? (n < DNS_MAX_TARGETS ? n : DNS_MAX_TARGETS) : 0;
-        if (p->dns_ntargets)
-            memcpy(p->dns_targets, t, p->dns_ntargets * sizeof *t);
+        if (p->dns_ntargets) memcpy(p->dns_targets, t, p->dns_ntargets * sizeof *t);
         process(w, &pk->rx, pk->buf, pk->len);
         p->dns_replay = false;
     }
@@ -1125,27 +1117,22 @@ static int next_hop(struct worker *w, const struct rx_info *rx, const char *buf,
     unsigned n = 0;
     if (p->dns_replay) {
         /* the answer this request was parked for */
-        if (p->dns_status < 0)
-            return p->dns_status;
+        if (p->dns_status < 0) return p->dns_status;
         t = p->dns_targets;
         n = p->dns_ntargets;
     } else {
         struct dns_park *pk = malloc(sizeof *pk + len);
-        if (!pk)
-            return -ENOMEM;
+        if (!pk) return -ENOMEM;
         pk->rx = *rx;
         pk->len = len;
         memcpy(pk->buf, buf, len);
-        rc = dns_resolve(w, host, u->port, u->transport, u->scheme == SIP_SCHEME_SIPS, dns_done,
-                         pk, out, &n);
-        if (rc == 0)
-            return 1;
+        rc = dns_resolve(w, host, u->port, u->transport, u->scheme == SIP_SCHEME_SIPS, dns_done, pk,
+                         out, &n);
+        if (rc == 0) return 1;
         free(pk);
-        if (rc < 0)
-            return rc;
+        if (rc < 0) return rc;
     }
-    if (n == 0)
-        return -ENOENT;
+    if (n == 0) return -ENOENT;
     rp->proto = t[0].proto;
     rp->dst = t[0].addr;
     if (rp->proto == SIP_TRANSPORT_TLS && host.len < sizeof rp->tls_name) {
@@ -1164,11 +1151,9 @@ static void handle_request(struct worker *w, const struct rx_info *rx, struct si
         w->stats.bad_msgs++;
         LOG_RL(LOG_INFO, "rejected %.*s: %s", (int)m->method_name.len, m->method_name.ptr,
                sipmsg_err_str(e));
-        if (sipmsg_hdr(m, SIP_HDR_VIA) == NULL)
-            return; /* nowhere to answer */
+        if (sipmsg_hdr(m, SIP_HDR_VIA) == NULL) return; /* nowhere to answer */
         int code = sipmsg_err_status(e);
-        if (e == SIP_ERR_CSEQ_METHOD && m->method == SIP_METHOD_OTHER)
-            code = 501;
+        if (e == SIP_ERR_CSEQ_METHOD && m->method == SIP_METHOD_OTHER) code = 501;
         reply(w, rx, m, code, sipmsg_err_str(e), NULL);
         return;
     }
@@ -1203,8 +1188,7 @@ static void handle_request(struct worker *w, const struct rx_info *rx, struct si
             return;
         }
         reply(w, rx, m, 200, NULL, NULL);
-        if (x->state == TXN_COMPLETED || x->cancelled)
-            return;
+        if (x->state == TXN_COMPLETED || x->cancelled) return;
         if (x->provisional_seen)
             send_cancel(w, x);
         else
@@ -1215,8 +1199,7 @@ static void handle_request(struct worker *w, const struct rx_info *rx, struct si
         if (x) {
             /* a retransmission: resend what we last sent, if anything */
             p->stat_absorbed++;
-            if (x->resp)
-                server_send(w, x, x->resp, x->resp_len);
+            if (x->resp) server_send(w, x, x->resp, x->resp_len);
             return;
         }
     }
@@ -1228,7 +1211,11 @@ static void handle_request(struct worker *w, const struct rx_info *rx, struct si
      * This worker owns rx->conn: it is the one writer of its entry. */
     if (rx->proto != SIP_TRANSPORT_UDP && !from_upstream(w, rx)) {
         bool reg = m->method == SIP_METHOD_REGISTER;
-        struct flow_entry fe = {.conn = rx->conn, .proto = rx->proto, .peer = rx->src, .register_ms = reg ? w->now_ms : 0}, cur;
+        struct flow_entry fe = {.conn = rx->conn,
+                                .proto = rx->proto,
+                                .peer = rx->src,
+                                .register_ms = reg ? w->now_ms : 0},
+                          cur;
         if (reg || (creates_dialog(m) &&
                     !(flowmap_lookup(p->flows, rx->proto, &rx->src, &cur) && cur.conn == rx->conn)))
             flowmap_set(p->flows, &fe);
@@ -1266,8 +1253,7 @@ static void handle_request(struct worker *w, const struct rx_info *rx, struct si
             reply(w, rx, m, 400, "Bad Route", NULL);
             return;
         }
-        if (!uri_is_local(w, &ra.uri))
-            break;
+        if (!uri_is_local(w, &ra.uri)) break;
         rp.npop++;
         if (ra.uri.user.len && !rp.has_flow) {
             switch (flowtoken_decode(p->key, ra.uri.user, &rp.flow_conn, &rp.flow_proto,
@@ -1320,8 +1306,7 @@ static void handle_request(struct worker *w, const struct rx_info *rx, struct si
         struct sip_addr ra;
         int rc = sipuri_parse_addr(r->value, &ra) == 0 ? next_hop(w, rx, buf, len, &ra.uri, &rp)
                                                        : -EINVAL;
-        if (rc == 1)
-            return; /* parked until the DNS answer */
+        if (rc == 1) return; /* parked until the DNS answer */
         if (rc == 0 && pick_listener(w, rp.proto, rp.dst.sa.sa_family) >= 0) {
             forward_request(w, rx, m, buf, len, &rp, key, key_len);
             return;
@@ -1390,8 +1375,7 @@ static void handle_request(struct worker *w, const struct rx_info *rx, struct si
             return;
         }
         int rc = next_hop(w, rx, buf, len, &ruri, &rp);
-        if (rc == 1)
-            return; /* parked until the DNS answer */
+        if (rc == 1) return; /* parked until the DNS answer */
         if (rc < 0) {
             int code = rc == -ENOENT || rc == -EINVAL ? 404 : 503;
             reply(w, rx, m, code,
@@ -1418,8 +1402,7 @@ static void handle_request(struct worker *w, const struct rx_info *rx, struct si
 
 /* Relays a response without a transaction (RFC 3261 §16.11 / §18.2.2): pop
  * our Via and send to the next one. */
-static void forward_response_stateless(struct worker *w, const struct sip_msg *m,
-                                       const char *buf)
+static void forward_response_stateless(struct worker *w, const struct sip_msg *m, const char *buf)
 {
     struct proxy_worker *p = w->proxy;
     const struct sip_hdr *our = sipmsg_hdr(m, SIP_HDR_VIA);
@@ -1431,12 +1414,10 @@ static void forward_response_stateless(struct worker *w, const struct sip_msg *m
     }
     struct netaddr dst;
     struct slice host = nv.received.len ? nv.received : nv.host;
-    if (host.len > 2 && host.ptr[0] == '[')
-        host = slice_make(host.ptr + 1, host.len - 2);
+    if (host.len > 2 && host.ptr[0] == '[') host = slice_make(host.ptr + 1, host.len - 2);
     uint64_t rport = 0;
     int port = nv.port ? nv.port : 5060;
-    if (nv.rport.len && slice_to_u64(nv.rport, 65535, &rport))
-        port = (int)rport;
+    if (nv.rport.len && slice_to_u64(nv.rport, 65535, &rport)) port = (int)rport;
     if (netaddr_from_ip(&dst, host, port) < 0 || netaddr_is_forbidden(&dst)) {
         w->stats.dropped++;
         return;
@@ -1445,8 +1426,7 @@ static void forward_response_stateless(struct worker *w, const struct sip_msg *m
     rewrite_init(&rw, buf, m->msg_len);
     rewrite_remove_value(&rw, m, our);
     ssize_t n = rewrite_build(&rw, p->out, OUT_CAP);
-    if (n < 0)
-        return;
+    if (n < 0) return;
     uint8_t proto = nv.transport == SIP_TRANSPORT_TCP   ? SIP_TRANSPORT_TCP
                     : nv.transport == SIP_TRANSPORT_TLS ? SIP_TRANSPORT_TLS
                                                         : SIP_TRANSPORT_UDP;
@@ -1475,8 +1455,7 @@ static void handle_response(struct worker *w, const struct rx_info *rx, struct s
             return;
         }
         struct worker_msg *wm = worker_msg_new(len);
-        if (!wm)
-            return;
+        if (!wm) return;
         wm->kind = WMSG_SIP;
         wm->rx = *rx;
         wm->len = (uint32_t)len;
@@ -1502,8 +1481,7 @@ static void handle_response(struct worker *w, const struct rx_info *rx, struct s
     }
     int code = m->status;
     if (code < 200) {
-        if (x->state == TXN_COMPLETED)
-            return;
+        if (x->state == TXN_COMPLETED) return;
         x->state = TXN_PROCEEDING;
         if (!x->provisional_seen) {
             x->provisional_seen = true;
@@ -1511,11 +1489,9 @@ static void handle_response(struct worker *w, const struct rx_info *rx, struct s
                 timer_cancel(&x->t_retx);
                 timer_arm(w, &x->t_timeout, TIMER_C_MS);
             }
-            if (x->cancel_pending && !x->cancelled)
-                send_cancel(w, x);
+            if (x->cancel_pending && !x->cancelled) send_cancel(w, x);
         }
-        if (code == 100)
-            return; /* 100 Trying is hop by hop */
+        if (code == 100) return; /* 100 Trying is hop by hop */
     } else {
         bool again = x->state == TXN_COMPLETED;
         if (again && !(x->invite && code < 300)) {
@@ -1523,16 +1499,14 @@ static void handle_response(struct worker *w, const struct rx_info *rx, struct s
             if (x->invite && code >= 300) {
                 ssize_t an = build_hop_request(x, "ACK", m->hdrs[m->first[SIP_HDR_TO]].value,
                                                p->aux, OUT_CAP);
-                if (an > 0)
-                    send_downstream(w, x, p->aux, (size_t)an);
+                if (an > 0) send_downstream(w, x, p->aux, (size_t)an);
             }
             return;
         }
         if (x->invite && code >= 300) {
-            ssize_t an = build_hop_request(x, "ACK", m->hdrs[m->first[SIP_HDR_TO]].value, p->aux,
-                                           OUT_CAP);
-            if (an > 0)
-                send_downstream(w, x, p->aux, (size_t)an);
+            ssize_t an =
+                build_hop_request(x, "ACK", m->hdrs[m->first[SIP_HDR_TO]].value, p->aux, OUT_CAP);
+            if (an > 0) send_downstream(w, x, p->aux, (size_t)an);
         }
         x->state = TXN_COMPLETED;
         timer_cancel(&x->t_retx);
@@ -1542,15 +1516,14 @@ static void handle_response(struct worker *w, const struct rx_info *rx, struct s
     rewrite_init(&rw, buf, m->msg_len);
     rewrite_remove_value(&rw, m, vh);
     ssize_t n = rewrite_build(&rw, p->out, OUT_CAP);
-    if (n < 0)
-        return;
+    if (n < 0) return;
     server_send(w, x, p->out, (size_t)n);
     if (code >= 200 && x->state == TXN_COMPLETED && !x->lingering) {
         keep_response(x, p->out, (size_t)n, code);
         if (x->invite && code >= 300 && x->rx.proto == SIP_TRANSPORT_UDP) {
             x->retx_ms = T1_MS;
-            timer_arm(w, &x->t_retx, T1_MS);           /* Timer G */
-            timer_arm(w, &x->t_timeout, 64 * T1_MS);   /* Timer H */
+            timer_arm(w, &x->t_retx, T1_MS);         /* Timer G */
+            timer_arm(w, &x->t_timeout, 64 * T1_MS); /* Timer H */
         } else {
             x->ack_seen = true;
             linger(w, x);
@@ -1591,21 +1564,17 @@ void proxy_on_message(struct worker *w, const struct rx_info *rx, char *buf, siz
 
 void proxy_on_worker_msg(struct worker *w, struct worker_msg *m)
 {
-    if (m->kind == WMSG_SIP)
-        process(w, &m->rx, m->data, m->len);
+    if (m->kind == WMSG_SIP) process(w, &m->rx, m->data, m->len);
     worker_msg_free(m);
 }
 
-void proxy_on_conn_closed(struct worker *w, conn_ref c, const struct netaddr *peer,
-                          uint8_t proto)
+void proxy_on_conn_closed(struct worker *w, conn_ref c, const struct netaddr *peer, uint8_t proto)
 {
-    if (!w->proxy)
-        return;
+    if (!w->proxy) return;
     struct flow_entry fe;
-    bool registered = flowmap_lookup(w->proxy->flows, proto, peer, &fe) && fe.conn == c &&
-                      fe.register_ms != 0;
+    bool registered =
+        flowmap_lookup(w->proxy->flows, proto, peer, &fe) && fe.conn == c && fe.register_ms != 0;
     flowmap_remove(w->proxy->flows, proto, peer, c);
     /* only a connection that REGISTERed can hold bindings: spare the scan */
-    if (w->proxy->registrar && registered)
-        locmap_drop_conn(w->proxy->loc, c);
+    if (w->proxy->registrar && registered) locmap_drop_conn(w->proxy->loc, c);
 }

@@ -56,8 +56,7 @@ static struct slice scratch_put(struct rewrite *rw, const char *pre, struct slic
     char *dst = rw->scratch + rw->scratch_used, *o = dst;
     memcpy(o, pre, npre);
     o += npre;
-    if (mid.len)
-        memcpy(o, mid.ptr, mid.len);
+    if (mid.len) memcpy(o, mid.ptr, mid.len);
     o += mid.len;
     memcpy(o, digits + sizeof digits - nd, nd);
     o += nd;
@@ -68,12 +67,10 @@ static struct slice scratch_put(struct rewrite *rw, const char *pre, struct slic
 
 static size_t first_header_off(const struct rewrite *rw, const struct sip_msg *m)
 {
-    if (m->nhdrs)
-        return sipmsg_off(rw->src, m->hdrs[0].line);
+    if (m->nhdrs) return sipmsg_off(rw->src, m->hdrs[0].line);
     /* no headers: before the empty line */
     size_t off = m->headers_len;
-    if (off >= 2 && rw->src[off - 2] == '\r')
-        return off - 2;
+    if (off >= 2 && rw->src[off - 2] == '\r') return off - 2;
     return off ? off - 1 : 0;
 }
 
@@ -122,8 +119,7 @@ void rewrite_dec_max_forwards(struct rewrite *rw, const struct sip_msg *m, int d
     }
 }
 
-void rewrite_via_received(struct rewrite *rw, const struct sip_hdr *h, struct slice addr,
-                          int rport)
+void rewrite_via_received(struct rewrite *rw, const struct sip_hdr *h, struct slice addr, int rport)
 {
     struct sip_via v;
     if (sipuri_parse_via(h->value, &v) < 0) {
@@ -150,8 +146,7 @@ void rewrite_via_received(struct rewrite *rw, const struct sip_hdr *h, struct sl
 void rewrite_remove_top(struct rewrite *rw, const struct sip_msg *m, enum sip_hdr_kind kind,
                         unsigned n)
 {
-    if (n == 0 || m->first[kind] == SIPMSG_NO_HDR)
-        return;
+    if (n == 0 || m->first[kind] == SIPMSG_NO_HDR) return;
     /* the first n values of a kind are the leading values of their lines:
      * each line loses either everything or a prefix up to a kept value */
     const struct sip_hdr *h = &m->hdrs[m->first[kind]];
@@ -181,17 +176,14 @@ void rewrite_remove_top(struct rewrite *rw, const struct sip_msg *m, enum sip_hd
 
 ssize_t rewrite_build(struct rewrite *rw, char *out, size_t cap)
 {
-    if (rw->overflow || rw->out_len > cap)
-        return -1;
+    if (rw->overflow || rw->out_len > cap) return -1;
     size_t pos = 0, o = 0;
     for (unsigned i = 0; i < rw->nedits; i++) {
         const struct rw_edit *e = &rw->edits[i];
-        if (e->off < pos)
-            return -1; /* overlapping edits */
+        if (e->off < pos) return -1; /* overlapping edits */
         memcpy(out + o, rw->src + pos, e->off - pos);
         o += e->off - pos;
-        if (e->ins.len)
-            memcpy(out + o, e->ins.ptr, e->ins.len);
+        if (e->ins.len) memcpy(out + o, e->ins.ptr, e->ins.len);
         o += e->ins.len;
         pos = e->off + e->del;
     }

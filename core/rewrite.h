@@ -21,8 +21,8 @@ struct rewrite {
     size_t src_len;
     struct rw_edit edits[RW_MAX_EDITS];
     unsigned nedits;
-    size_t out_len; /* length of the result */
-    bool overflow;  /* more than RW_MAX_EDITS edits were asked for */
+    size_t out_len;    /* length of the result */
+    bool overflow;     /* more than RW_MAX_EDITS edits were asked for */
     char scratch[256]; /* small built values (Max-Forwards, received=) */
     size_t scratch_used;
 };

@@ -5,22 +5,25 @@
 
 /* RFC 3261 token characters: alphanum and -.!%*_+`'~ */
 static const uint8_t token_tab[256] = {
-    ['!'] = 1, ['%'] = 1, ['\''] = 1, ['*'] = 1, ['+'] = 1, ['-'] = 1, ['.'] = 1,
-    ['_'] = 1, ['`'] = 1, ['~'] = 1,
-    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1,
-    ['5'] = 1, ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1,
-    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1,
-    ['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1,
-    ['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1,
-    ['V'] = 1, ['W'] = 1, ['X'] = 1, ['Y'] = 1, ['Z'] = 1,
-    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1,
-    ['h'] = 1, ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1,
-    ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1,
-    ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
+    ['!'] = 1, ['%'] = 1, ['\''] = 1, ['*'] = 1, ['+'] = 1, ['-'] = 1, ['.'] = 1, ['_'] = 1,
+    ['`'] = 1, ['~'] = 1, ['0'] = 1,  ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1,
+    ['6'] = 1, ['7'] = 1, ['8'] = 1,  ['9'] = 1, ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1,
+    ['E'] = 1, ['F'] = 1, ['G'] = 1,  ['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1,
+    ['M'] = 1, ['N'] = 1, ['O'] = 1,  ['P'] = 1, ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1,
+    ['U'] = 1, ['V'] = 1, ['W'] = 1,  ['X'] = 1, ['Y'] = 1, ['Z'] = 1, ['a'] = 1, ['b'] = 1,
+    ['c'] = 1, ['d'] = 1, ['e'] = 1,  ['f'] = 1, ['g'] = 1, ['h'] = 1, ['i'] = 1, ['j'] = 1,
+    ['k'] = 1, ['l'] = 1, ['m'] = 1,  ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1,
+    ['s'] = 1, ['t'] = 1, ['u'] = 1,  ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
 };
 
-static inline bool is_token(char c) { return token_tab[(unsigned char)c]; }
-static inline bool is_ws(char c) { return c == ' ' || c == '\t'; }
+static inline bool is_token(char c)
+{
+    return token_tab[(unsigned char)c];
+}
+static inline bool is_ws(char c)
+{
+    return c == ' ' || c == '\t';
+}
 
 /* ---- names ---------------------------------------------------------- */
 
@@ -30,7 +33,10 @@ struct name_ent {
     uint8_t kind;
 };
 
-#define N(s, k) {s, sizeof(s) - 1, k}
+#define N(s, k)                                                                                    \
+    {                                                                                              \
+        s, sizeof(s) - 1, k                                                                        \
+    }
 /* Full names, lower case; looked up through hdr_hash below. The ones most
  * messages carry come first so that they get their home slot in the hash. */
 static const struct name_ent hdr_names[] = {
@@ -89,13 +95,20 @@ static const struct name_ent hdr_names[] = {
 
 /* RFC 3261 §7.3.3 compact forms, plus the registered extension ones. */
 static const uint8_t compact_kind[26] = {
-    ['b' - 'a'] = SIP_HDR_REFERRED_BY,   ['c' - 'a'] = SIP_HDR_CONTENT_TYPE,
-    ['e' - 'a'] = SIP_HDR_CONTENT_ENCODING, ['f' - 'a'] = SIP_HDR_FROM,
-    ['i' - 'a'] = SIP_HDR_CALL_ID,       ['k' - 'a'] = SIP_HDR_SUPPORTED,
-    ['l' - 'a'] = SIP_HDR_CONTENT_LENGTH, ['m' - 'a'] = SIP_HDR_CONTACT,
-    ['o' - 'a'] = SIP_HDR_EVENT,         ['r' - 'a'] = SIP_HDR_REFER_TO,
-    ['s' - 'a'] = SIP_HDR_SUBJECT,       ['t' - 'a'] = SIP_HDR_TO,
-    ['u' - 'a'] = SIP_HDR_ALLOW_EVENTS,  ['v' - 'a'] = SIP_HDR_VIA,
+    ['b' - 'a'] = SIP_HDR_REFERRED_BY,
+    ['c' - 'a'] = SIP_HDR_CONTENT_TYPE,
+    ['e' - 'a'] = SIP_HDR_CONTENT_ENCODING,
+    ['f' - 'a'] = SIP_HDR_FROM,
+    ['i' - 'a'] = SIP_HDR_CALL_ID,
+    ['k' - 'a'] = SIP_HDR_SUPPORTED,
+    ['l' - 'a'] = SIP_HDR_CONTENT_LENGTH,
+    ['m' - 'a'] = SIP_HDR_CONTACT,
+    ['o' - 'a'] = SIP_HDR_EVENT,
+    ['r' - 'a'] = SIP_HDR_REFER_TO,
+    ['s' - 'a'] = SIP_HDR_SUBJECT,
+    ['t' - 'a'] = SIP_HDR_TO,
+    ['u' - 'a'] = SIP_HDR_ALLOW_EVENTS,
+    ['v' - 'a'] = SIP_HDR_VIA,
     ['x' - 'a'] = SIP_HDR_SESSION_EXPIRES,
 };
 
@@ -146,29 +159,24 @@ static inline bool name_case_eq(const char *wire, const char *lower, size_t n)
     const uint32_t f32 = 0x20202020u;
     if (n >= 8) {
         for (size_t i = 0; i + 8 < n; i += 8)
-            if ((load64(wire + i) | f64) != load64(lower + i))
-                return false;
+            if ((load64(wire + i) | f64) != load64(lower + i)) return false;
         return (load64(wire + n - 8) | f64) == load64(lower + n - 8);
     }
     if (n >= 4)
         return (load32(wire) | f32) == load32(lower) &&
                (load32(wire + n - 4) | f32) == load32(lower + n - 4);
     for (size_t i = 0; i < n; i++)
-        if ((wire[i] | 0x20) != lower[i])
-            return false;
+        if ((wire[i] | 0x20) != lower[i]) return false;
     return true;
 }
 
 /* For names made of token characters only (the parser's). */
 static enum sip_hdr_kind hdr_kind_token(struct slice name)
 {
-    if (name.len == 0)
-        return SIP_HDR_OTHER;
+    if (name.len == 0) return SIP_HDR_OTHER;
     char c = slice_lower(name.ptr[0]);
-    if (c < 'a' || c > 'z')
-        return SIP_HDR_OTHER;
-    if (name.len == 1)
-        return (enum sip_hdr_kind)compact_kind[c - 'a'];
+    if (c < 'a' || c > 'z') return SIP_HDR_OTHER;
+    if (name.len == 1) return (enum sip_hdr_kind)compact_kind[c - 'a'];
     for (unsigned h = hdr_hash_of(name.ptr, name.len); hdr_hash[h];
          h = (h + 1) & (HDR_HASH_SIZE - 1)) {
         const struct name_ent *e = &hdr_names[hdr_hash[h] - 1];
@@ -250,19 +258,15 @@ static int parse_start_line(const char *buf, const char *p, const char *eol, str
     if (eol - p >= 4 && memcmp(p, "SIP/", 4) == 0) {
         /* Status-Line = SIP-Version SP Status-Code SP Reason-Phrase */
         const char *sp = memchr(p, ' ', (size_t)(eol - p));
-        if (!sp)
-            return fail(m, SIP_ERR_START_LINE, buf, eol);
+        if (!sp) return fail(m, SIP_ERR_START_LINE, buf, eol);
         enum sip_err ve = check_version(slice_make(p, (size_t)(sp - p)));
-        if (ve)
-            return fail(m, ve, buf, p);
+        if (ve) return fail(m, ve, buf, p);
         const char *c = sp + 1, *ce = c;
         while (ce < eol && *ce >= '0' && *ce <= '9')
             ce++;
-        if (ce - c != 3 || (ce < eol && *ce != ' '))
-            return fail(m, SIP_ERR_STATUS_CODE, buf, c);
+        if (ce - c != 3 || (ce < eol && *ce != ' ')) return fail(m, SIP_ERR_STATUS_CODE, buf, c);
         int code = (c[0] - '0') * 100 + (c[1] - '0') * 10 + (c[2] - '0');
-        if (code < 100 || code > 699)
-            return fail(m, SIP_ERR_STATUS_CODE, buf, c);
+        if (code < 100 || code > 699) return fail(m, SIP_ERR_STATUS_CODE, buf, c);
         m->is_request = false;
         m->status = code;
         m->reason = ce < eol ? slice_make(ce + 1, (size_t)(eol - ce - 1)) : SLICE_NULL;
@@ -272,8 +276,7 @@ static int parse_start_line(const char *buf, const char *p, const char *eol, str
     const char *q = p;
     while (q < eol && is_token(*q))
         q++;
-    if (q == p || q == eol || *q != ' ')
-        return fail(m, SIP_ERR_START_LINE, buf, q);
+    if (q == p || q == eol || *q != ' ') return fail(m, SIP_ERR_START_LINE, buf, q);
     m->method_name = slice_make(p, (size_t)(q - p));
     m->is_request = true;
     m->method = (uint8_t)sipmsg_method_id(m->method_name);
@@ -289,8 +292,7 @@ static int parse_start_line(const char *buf, const char *p, const char *eol, str
     m->ruri = slice_make(u, (size_t)(ue - u));
     struct slice ver = slice_make(ue + 1, (size_t)(eol - ue - 1));
     enum sip_err ve = check_version(ver);
-    if (ve)
-        fail(m, ve, buf, ue + 1);
+    if (ve) fail(m, ve, buf, ue + 1);
     return 0;
 }
 
@@ -340,8 +342,7 @@ static inline struct slice trim(const char *p, const char *e)
 static bool decode_u32(struct slice s, uint32_t *out)
 {
     uint64_t v;
-    if (!slice_to_u64(s, UINT32_MAX, &v))
-        return false;
+    if (!slice_to_u64(s, UINT32_MAX, &v)) return false;
     *out = (uint32_t)v;
     return true;
 }
@@ -352,16 +353,13 @@ static enum sip_err decode_cseq(struct slice v, struct sip_msg *m)
     const char *p = v.ptr, *e = v.ptr + v.len, *d = p;
     while (d < e && *d >= '0' && *d <= '9')
         d++;
-    if (!decode_u32(slice_make(p, (size_t)(d - p)), &m->cseq))
-        return SIP_ERR_CSEQ;
+    if (!decode_u32(slice_make(p, (size_t)(d - p)), &m->cseq)) return SIP_ERR_CSEQ;
     const char *mp = skip_lws(d, e);
-    if (mp == d)
-        return SIP_ERR_CSEQ;
+    if (mp == d) return SIP_ERR_CSEQ;
     const char *me = mp;
     while (me < e && is_token(*me))
         me++;
-    if (me == mp || me != e)
-        return SIP_ERR_CSEQ;
+    if (me == mp || me != e) return SIP_ERR_CSEQ;
     m->cseq_method_name = slice_make(mp, (size_t)(me - mp));
     m->cseq_method = (uint8_t)sipmsg_method_id(m->cseq_method_name);
     return SIP_ERR_NONE;
@@ -372,8 +370,7 @@ enum sip_hdr_kind sipmsg_hdr_kind(struct slice name)
     /* name_case_eq() folds exactly only over token characters (a CR
      * would fold onto '-'); no known name holds anything else */
     for (size_t i = 0; i < name.len; i++)
-        if (!is_token(name.ptr[i]))
-            return SIP_HDR_OTHER;
+        if (!is_token(name.ptr[i])) return SIP_HDR_OTHER;
     return hdr_kind_token(name);
 }
 
@@ -382,47 +379,40 @@ static enum sip_err decode_header(struct sip_msg *m, unsigned kind, struct slice
 {
     switch (kind) {
     case SIP_HDR_CONTENT_LENGTH: {
-        if (m->content_length >= 0)
-            return SIP_ERR_CL_DUPLICATE;
+        if (m->content_length >= 0) return SIP_ERR_CL_DUPLICATE;
         uint64_t cl;
-        if (!slice_to_u64(v, UINT32_MAX, &cl))
-            return SIP_ERR_CONTENT_LENGTH;
+        if (!slice_to_u64(v, UINT32_MAX, &cl)) return SIP_ERR_CONTENT_LENGTH;
         m->content_length = (int64_t)cl;
         break;
     }
     case SIP_HDR_CSEQ:
-        if (m->count[SIP_HDR_CSEQ] == 0)
-            return decode_cseq(v, m);
+        if (m->count[SIP_HDR_CSEQ] == 0) return decode_cseq(v, m);
         break;
     case SIP_HDR_MAX_FORWARDS:
         if (m->count[SIP_HDR_MAX_FORWARDS] == 0) {
             uint32_t mf;
-            if (!decode_u32(v, &mf) || mf > 255)
-                return SIP_ERR_MAX_FORWARDS;
+            if (!decode_u32(v, &mf) || mf > 255) return SIP_ERR_MAX_FORWARDS;
             m->max_forwards = (int)mf;
         }
         break;
     case SIP_HDR_CALL_ID:
-        if (m->count[SIP_HDR_CALL_ID] == 0)
-            m->call_id = v;
+        if (m->count[SIP_HDR_CALL_ID] == 0) m->call_id = v;
         break;
     }
     return SIP_ERR_NONE;
 }
 
 static inline bool add_value(struct sip_msg *m, const struct sipmsg_limits *lim, struct slice name,
-                      struct slice value, struct slice line, unsigned kind, uint8_t flags)
+                             struct slice value, struct slice line, unsigned kind, uint8_t flags)
 {
-    if (m->nhdrs >= lim->max_headers)
-        return false;
+    if (m->nhdrs >= lim->max_headers) return false;
     struct sip_hdr *h = &m->hdrs[m->nhdrs];
     h->name = name;
     h->value = value;
     h->line = line;
     h->kind = (uint8_t)kind;
     h->flags = flags;
-    if (m->first[kind] == SIPMSG_NO_HDR)
-        m->first[kind] = m->nhdrs;
+    if (m->first[kind] == SIPMSG_NO_HDR) m->first[kind] = m->nhdrs;
     m->count[kind]++;
     m->nhdrs++;
     return true;
@@ -463,14 +453,11 @@ static bool add_split(struct sip_msg *m, const struct sipmsg_limits *lim, struct
                 angle = true;
             else if (c == '>')
                 angle = false;
-            if (c != ',' || angle)
-                continue;
+            if (c != ',' || angle) continue;
         }
         uint8_t flags = n ? SIP_HF_SAME_LINE : 0;
-        if (p == ve)
-            flags |= SIP_HF_LAST_IN_LINE;
-        if (!add_value(m, lim, name, trim(start, p), line, kind, flags))
-            return false;
+        if (p == ve) flags |= SIP_HF_LAST_IN_LINE;
+        if (!add_value(m, lim, name, trim(start, p), line, kind, flags)) return false;
         n++;
         start = p + 1;
     }
@@ -484,10 +471,8 @@ static const char *line_end(const char *p, const char *end)
 {
     for (;;) {
         const char *lf = memchr(p, '\n', (size_t)(end - p));
-        if (!lf || lf + 1 >= end)
-            return NULL;
-        if (!is_ws(lf[1]))
-            return lf + 1;
+        if (!lf || lf + 1 >= end) return NULL;
+        if (!is_ws(lf[1])) return lf + 1;
         p = lf + 1;
     }
 }
@@ -526,19 +511,16 @@ int sipmsg_parse(const char *buf, size_t len, struct sip_msg *m, struct sip_hdr 
     const char *sl = p;
     const char *lf = memchr(p, '\n', (size_t)(limit_end - p));
     if (!lf) {
-        if (len >= lim->max_msg_size)
-            return fail(m, SIP_ERR_TOO_LARGE, buf, limit_end);
+        if (len >= lim->max_msg_size) return fail(m, SIP_ERR_TOO_LARGE, buf, limit_end);
         return dgram ? fail(m, SIP_ERR_NO_HEADER_END, buf, end) : -2;
     }
     const char *eol = (lf > sl && lf[-1] == '\r') ? lf - 1 : lf;
-    if (parse_start_line(buf, sl, eol, m) < 0)
-        return -1;
+    if (parse_start_line(buf, sl, eol, m) < 0) return -1;
     p = lf + 1;
 
     for (;;) {
         if (p >= limit_end) {
-            if (len >= lim->max_msg_size)
-                return fail(m, SIP_ERR_TOO_LARGE, buf, limit_end);
+            if (len >= lim->max_msg_size) return fail(m, SIP_ERR_TOO_LARGE, buf, limit_end);
             return dgram ? fail(m, SIP_ERR_NO_HEADER_END, buf, end) : -2;
         }
         /* empty line: end of headers */
@@ -548,8 +530,7 @@ int sipmsg_parse(const char *buf, size_t len, struct sip_msg *m, struct sip_hdr 
         }
         if (*p == '\r') {
             if (p + 1 >= limit_end) {
-                if (len >= lim->max_msg_size)
-                    return fail(m, SIP_ERR_TOO_LARGE, buf, limit_end);
+                if (len >= lim->max_msg_size) return fail(m, SIP_ERR_TOO_LARGE, buf, limit_end);
                 return dgram ? fail(m, SIP_ERR_NO_HEADER_END, buf, end) : -2;
             }
             if (p[1] == '\n') {
@@ -558,8 +539,7 @@ int sipmsg_parse(const char *buf, size_t len, struct sip_msg *m, struct sip_hdr 
             }
             return fail(m, SIP_ERR_HEADER_SYNTAX, buf, p);
         }
-        if (is_ws(*p))
-            return fail(m, SIP_ERR_HEADER_SYNTAX, buf, p); /* fold without a header */
+        if (is_ws(*p)) return fail(m, SIP_ERR_HEADER_SYNTAX, buf, p); /* fold without a header */
         const char *le = line_end(p, limit_end);
         if (!le) {
             if (len >= lim->max_msg_size && limit_end == buf + lim->max_msg_size)
@@ -576,14 +556,12 @@ int sipmsg_parse(const char *buf, size_t len, struct sip_msg *m, struct sip_hdr 
         const char *n = p;
         while (is_token(*n))
             n++;
-        if (n == p)
-            return fail(m, SIP_ERR_HEADER_SYNTAX, buf, p);
+        if (n == p) return fail(m, SIP_ERR_HEADER_SYNTAX, buf, p);
         struct slice name = slice_make(p, (size_t)(n - p));
         const char *c = n;
         while (c < le && is_ws(*c))
             c++;
-        if (c >= le || *c != ':')
-            return fail(m, SIP_ERR_HEADER_SYNTAX, buf, c);
+        if (c >= le || *c != ':') return fail(m, SIP_ERR_HEADER_SYNTAX, buf, c);
         struct slice line = slice_make(p, (size_t)(le - p));
         unsigned kind = hdr_kind_token(name);
         const char *vs = c + 1, *ve = le;
@@ -602,18 +580,15 @@ int sipmsg_parse(const char *buf, size_t len, struct sip_msg *m, struct sip_hdr 
             }
             ok = add_value(m, lim, name, v, line, kind, SIP_HF_LAST_IN_LINE);
         }
-        if (!ok)
-            return fail(m, SIP_ERR_TOO_MANY_HEADERS, buf, p);
+        if (!ok) return fail(m, SIP_ERR_TOO_MANY_HEADERS, buf, p);
         p = le;
     }
 
     m->headers_len = (size_t)(p - buf);
-    if (m->err)
-        return -1;
+    if (m->err) return -1;
     size_t avail = len - m->headers_len;
     if (m->content_length < 0) {
-        if (!dgram)
-            return fail(m, SIP_ERR_CL_MISSING, buf, p);
+        if (!dgram) return fail(m, SIP_ERR_CL_MISSING, buf, p);
         if (len > lim->max_msg_size) /* the body is the rest: it counts too */
             return fail(m, SIP_ERR_TOO_LARGE, buf, limit_end);
         m->body = slice_make(p, avail); /* RFC 2543 style: the rest of the datagram */
@@ -623,25 +598,21 @@ int sipmsg_parse(const char *buf, size_t len, struct sip_msg *m, struct sip_hdr 
         if (cl > lim->max_msg_size || m->headers_len + cl > lim->max_msg_size)
             return fail(m, SIP_ERR_TOO_LARGE, buf, p);
         if (cl > avail) {
-            if (dgram)
-                return fail(m, SIP_ERR_BODY_SHORT, buf, end);
+            if (dgram) return fail(m, SIP_ERR_BODY_SHORT, buf, end);
             return -2;
         }
         m->body = slice_make(p, cl);
         m->msg_len = dgram ? len : m->headers_len + cl;
     }
-    if (m->cseq_method_name.len == 0 && m->count[SIP_HDR_CSEQ] == 0)
-        m->cseq = 0;
+    if (m->cseq_method_name.len == 0 && m->count[SIP_HDR_CSEQ] == 0) m->cseq = 0;
     return (int)m->msg_len;
 }
 
 const struct sip_hdr *sipmsg_hdr_nth(const struct sip_msg *m, enum sip_hdr_kind kind, unsigned i)
 {
-    if (m->first[kind] == SIPMSG_NO_HDR || i >= m->count[kind])
-        return NULL;
+    if (m->first[kind] == SIPMSG_NO_HDR || i >= m->count[kind]) return NULL;
     for (unsigned k = m->first[kind]; k < m->nhdrs; k++) {
-        if (m->hdrs[k].kind == kind && i-- == 0)
-            return &m->hdrs[k];
+        if (m->hdrs[k].kind == kind && i-- == 0) return &m->hdrs[k];
     }
     return NULL;
 }
@@ -659,8 +630,7 @@ static enum sip_err set_err(struct sip_msg *m, enum sip_err e, struct slice at)
 static bool addr_ok(struct slice v, bool allow_star)
 {
     struct sip_addr a;
-    if (sipuri_parse_addr(v, &a) < 0)
-        return false;
+    if (sipuri_parse_addr(v, &a) < 0) return false;
     return allow_star || !a.star;
 }
 
@@ -668,30 +638,24 @@ enum sip_err sipmsg_validate(struct sip_msg *m)
 {
     static const uint8_t required[] = {SIP_HDR_TO, SIP_HDR_FROM, SIP_HDR_CALL_ID, SIP_HDR_CSEQ,
                                        SIP_HDR_VIA};
-    static const uint8_t single[] = {SIP_HDR_TO, SIP_HDR_FROM, SIP_HDR_CALL_ID, SIP_HDR_CSEQ,
-                                     SIP_HDR_MAX_FORWARDS, SIP_HDR_CONTENT_TYPE};
+    static const uint8_t single[] = {SIP_HDR_TO,   SIP_HDR_FROM,         SIP_HDR_CALL_ID,
+                                     SIP_HDR_CSEQ, SIP_HDR_MAX_FORWARDS, SIP_HDR_CONTENT_TYPE};
     for (unsigned i = 0; i < sizeof required; i++)
-        if (m->count[required[i]] == 0)
-            return set_err(m, SIP_ERR_MISSING_HEADER, SLICE_NULL);
+        if (m->count[required[i]] == 0) return set_err(m, SIP_ERR_MISSING_HEADER, SLICE_NULL);
     for (unsigned i = 0; i < sizeof single; i++)
-        if (m->count[single[i]] > 1)
-            return set_err(m, SIP_ERR_DUP_HEADER, SLICE_NULL);
+        if (m->count[single[i]] > 1) return set_err(m, SIP_ERR_DUP_HEADER, SLICE_NULL);
 
     /* the top Via is where a response goes: it must be sound */
     struct sip_via via;
     const struct sip_hdr *tv = sipmsg_hdr(m, SIP_HDR_VIA);
-    if (sipuri_parse_via(tv->value, &via) < 0)
-        return set_err(m, SIP_ERR_VIA, tv->value);
+    if (sipuri_parse_via(tv->value, &via) < 0) return set_err(m, SIP_ERR_VIA, tv->value);
 
     const struct sip_hdr *h = sipmsg_hdr(m, SIP_HDR_TO);
-    if (!addr_ok(h->value, false))
-        return set_err(m, SIP_ERR_ADDRESS, h->value);
+    if (!addr_ok(h->value, false)) return set_err(m, SIP_ERR_ADDRESS, h->value);
     h = sipmsg_hdr(m, SIP_HDR_FROM);
-    if (!addr_ok(h->value, false))
-        return set_err(m, SIP_ERR_ADDRESS, h->value);
+    if (!addr_ok(h->value, false)) return set_err(m, SIP_ERR_ADDRESS, h->value);
 
-    if (!m->is_request)
-        return SIP_ERR_NONE;
+    if (!m->is_request) return SIP_ERR_NONE;
 
     if (!slice_eq(m->cseq_method_name, m->method_name))
         return set_err(m, SIP_ERR_CSEQ_METHOD, m->cseq_method_name);
@@ -700,8 +664,7 @@ enum sip_err sipmsg_validate(struct sip_msg *m)
     if (sipuri_parse(m->ruri, &u) < 0 || u.headers.ptr != NULL)
         return set_err(m, SIP_ERR_REQUEST_URI, m->ruri);
 
-    for (unsigned i = m->first[SIP_HDR_CONTACT]; m->count[SIP_HDR_CONTACT] && i < m->nhdrs;
-         i++) {
+    for (unsigned i = m->first[SIP_HDR_CONTACT]; m->count[SIP_HDR_CONTACT] && i < m->nhdrs; i++) {
         if (m->hdrs[i].kind == SIP_HDR_CONTACT && !addr_ok(m->hdrs[i].value, true))
             return set_err(m, SIP_ERR_ADDRESS, m->hdrs[i].value);
     }
@@ -710,8 +673,7 @@ enum sip_err sipmsg_validate(struct sip_msg *m)
      * untouched and, like Record-Route, not judged here (RFC 3261 §16.3). */
     for (unsigned i = 0; i < 2; i++) {
         const struct sip_hdr *r = sipmsg_hdr_nth(m, SIP_HDR_ROUTE, i);
-        if (r && !addr_ok(r->value, false))
-            return set_err(m, SIP_ERR_ADDRESS, r->value);
+        if (r && !addr_ok(r->value, false)) return set_err(m, SIP_ERR_ADDRESS, r->value);
     }
     return SIP_ERR_NONE;
 }

@@ -52,13 +52,13 @@ enum sip_hdr_kind {
     SIP_HDR_WARNING,
     SIP_HDR_WWW_AUTHENTICATE,
     /* extensions a proxy meets every day */
-    SIP_HDR_PATH,          /* RFC 3327 */
-    SIP_HDR_EVENT,         /* RFC 6665, compact o */
-    SIP_HDR_ALLOW_EVENTS,  /* compact u */
-    SIP_HDR_REFER_TO,      /* compact r */
-    SIP_HDR_REFERRED_BY,   /* compact b */
+    SIP_HDR_PATH,            /* RFC 3327 */
+    SIP_HDR_EVENT,           /* RFC 6665, compact o */
+    SIP_HDR_ALLOW_EVENTS,    /* compact u */
+    SIP_HDR_REFER_TO,        /* compact r */
+    SIP_HDR_REFERRED_BY,     /* compact b */
     SIP_HDR_SESSION_EXPIRES, /* compact x */
-    SIP_HDR_FLOW_TIMER,    /* RFC 5626 */
+    SIP_HDR_FLOW_TIMER,      /* RFC 5626 */
     SIP_HDR__COUNT
 };
 
@@ -83,10 +83,10 @@ enum sip_method {
 /* Why a message was rejected. sipmsg_err_status() maps each to a response code. */
 enum sip_err {
     SIP_ERR_NONE = 0,
-    SIP_ERR_START_LINE,     /* malformed request or status line */
-    SIP_ERR_VERSION,        /* not SIP/2.0: 505 */
-    SIP_ERR_STATUS_CODE,    /* status outside 100..699 */
-    SIP_ERR_HEADER_SYNTAX,  /* a header line without a name or colon, bad folding */
+    SIP_ERR_START_LINE,    /* malformed request or status line */
+    SIP_ERR_VERSION,       /* not SIP/2.0: 505 */
+    SIP_ERR_STATUS_CODE,   /* status outside 100..699 */
+    SIP_ERR_HEADER_SYNTAX, /* a header line without a name or colon, bad folding */
     SIP_ERR_TOO_MANY_HEADERS,
     SIP_ERR_TOO_LARGE,      /* header block or whole message above the limit */
     SIP_ERR_NO_HEADER_END,  /* datagram without the empty line ending the headers */
@@ -115,7 +115,7 @@ struct sip_hdr {
     uint8_t kind;       /* enum sip_hdr_kind */
     uint8_t flags;
 };
-#define SIP_HF_SAME_LINE 0x01 /* not the first value of its line */
+#define SIP_HF_SAME_LINE    0x01 /* not the first value of its line */
 #define SIP_HF_LAST_IN_LINE 0x02
 
 #define SIPMSG_NO_HDR 0xffff
@@ -138,18 +138,18 @@ struct sip_msg {
 
     /* values every layer needs, decoded once */
     uint32_t cseq;
-    uint8_t cseq_method;      /* enum sip_method */
+    uint8_t cseq_method; /* enum sip_method */
     struct slice cseq_method_name;
-    int max_forwards;         /* -1 when absent */
-    int64_t content_length;   /* -1 when absent */
+    int max_forwards;       /* -1 when absent */
+    int64_t content_length; /* -1 when absent */
     struct slice call_id;
 
-    size_t headers_len;       /* bytes up to and including the empty line */
+    size_t headers_len; /* bytes up to and including the empty line */
     struct slice body;
-    size_t msg_len;           /* bytes this message occupies in the buffer */
+    size_t msg_len; /* bytes this message occupies in the buffer */
 
     enum sip_err err;
-    size_t err_pos;           /* offset of the offending byte */
+    size_t err_pos; /* offset of the offending byte */
 };
 
 /* parse flags */
@@ -186,8 +186,7 @@ enum sip_method sipmsg_method_id(struct slice name);
 enum sip_hdr_kind sipmsg_hdr_kind(struct slice name);
 
 /* The i-th value of a kind, or NULL. Linear from first[kind]. */
-const struct sip_hdr *sipmsg_hdr_nth(const struct sip_msg *m, enum sip_hdr_kind kind,
-                                     unsigned i);
+const struct sip_hdr *sipmsg_hdr_nth(const struct sip_msg *m, enum sip_hdr_kind kind, unsigned i);
 static inline const struct sip_hdr *sipmsg_hdr(const struct sip_msg *m, enum sip_hdr_kind kind)
 {
     return m->first[kind] == SIPMSG_NO_HDR ? NULL : &m->hdrs[m->first[kind]];

@@ -21,26 +21,17 @@ __attribute__((constructor)) static void sipuri_init_tables(void)
     for (int c = 0; c < 256; c++) {
         bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
         uint8_t v = 0;
-        if (alnum)
-            v |= C_USER | C_PASS | C_PARAM | C_HDR | C_HOST | C_TOKEN | C_SCHEME;
+        if (alnum) v |= C_USER | C_PASS | C_PARAM | C_HDR | C_HOST | C_TOKEN | C_SCHEME;
         if (c && memchr(unreserved_marks, c, sizeof unreserved_marks - 1))
             v |= C_USER | C_PASS | C_PARAM | C_HDR;
-        if (c && memchr("&=+$,;?/", c, 8))
-            v |= C_USER;
-        if (c && memchr("&=+$,", c, 5))
-            v |= C_PASS;
-        if (c && memchr("[]/:&+$", c, 7))
-            v |= C_PARAM;
-        if (c && memchr("[]/?:+$", c, 7))
-            v |= C_HDR;
-        if (c == '-' || c == '.')
-            v |= C_HOST | C_SCHEME;
-        if (c == '+')
-            v |= C_SCHEME;
-        if (c && memchr("-.!%*_+`'~", c, 10))
-            v |= C_TOKEN;
-        if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'))
-            v |= C_HEX;
+        if (c && memchr("&=+$,;?/", c, 8)) v |= C_USER;
+        if (c && memchr("&=+$,", c, 5)) v |= C_PASS;
+        if (c && memchr("[]/:&+$", c, 7)) v |= C_PARAM;
+        if (c && memchr("[]/?:+$", c, 7)) v |= C_HDR;
+        if (c == '-' || c == '.') v |= C_HOST | C_SCHEME;
+        if (c == '+') v |= C_SCHEME;
+        if (c && memchr("-.!%*_+`'~", c, 10)) v |= C_TOKEN;
+        if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')) v |= C_HEX;
         ctab[c] = v;
     }
 }
@@ -53,22 +44,26 @@ static inline void zero(void *p, size_t n)
     memset(p, 0, n);
 }
 
-static inline bool is_c(char c, uint8_t cls) { return ctab[(unsigned char)c] & cls; }
+static inline bool is_c(char c, uint8_t cls)
+{
+    return ctab[(unsigned char)c] & cls;
+}
 
 /* Case-insensitive comparison with a lower-case literal made of letters
  * only. (c | 0x20) folds exactly there: the only bytes that fold onto a
  * lower-case letter are that letter and its upper-case form. */
 static inline bool alpha_case_eq(struct slice s, const char *lower, size_t n)
 {
-    if (s.len != n)
-        return false;
+    if (s.len != n) return false;
     for (size_t i = 0; i < n; i++)
-        if ((s.ptr[i] | 0x20) != lower[i])
-            return false;
+        if ((s.ptr[i] | 0x20) != lower[i]) return false;
     return true;
 }
 #define ALPHA_EQ(s, lit) alpha_case_eq((s), (lit), sizeof(lit) - 1)
-static inline bool is_ws(char c) { return c == ' ' || c == '\t'; }
+static inline bool is_ws(char c)
+{
+    return c == ' ' || c == '\t';
+}
 
 /* Scans chars of class cls or %HH escapes. Returns the stop position, or NULL
  * on a broken escape. */
@@ -77,10 +72,8 @@ static const char *scan_class(const char *p, const char *e, uint8_t cls)
     for (;;) {
         while (p < e && is_c(*p, cls) && *p != '%')
             p++;
-        if (p == e || *p != '%')
-            return p;
-        if (e - p < 3 || !is_c(p[1], C_HEX) || !is_c(p[2], C_HEX))
-            return NULL;
+        if (p == e || *p != '%') return p;
+        if (e - p < 3 || !is_c(p[1], C_HEX) || !is_c(p[2], C_HEX)) return NULL;
         p += 3;
     }
 }
@@ -105,14 +98,12 @@ bool sipuri_is_ipv4(struct slice h)
         return false;
     const char *p = h.ptr, *e = h.ptr + h.len;
     for (int part = 0; part < 4; part++) {
-        if (part && (p == e || *p++ != '.'))
-            return false;
+        if (part && (p == e || *p++ != '.')) return false;
         const char *d = p;
         unsigned val = 0;
         while (p < e && p - d < 3 && *p >= '0' && *p <= '9')
             val = val * 10 + (unsigned)(*p++ - '0');
-        if (p == d || val > 255)
-            return false;
+        if (p == d || val > 255) return false;
     }
     return p == e;
 }
@@ -122,8 +113,7 @@ bool sipuri_is_ipv4(struct slice h)
 bool sipuri_is_ipv6(struct slice h)
 {
     unsigned colons = 0;
-    if (h.len < 2 || h.len > 45)
-        return false;
+    if (h.len < 2 || h.len > 45) return false;
     for (size_t i = 0; i < h.len; i++) {
         char c = h.ptr[i];
         if (c == ':')
@@ -158,13 +148,20 @@ enum sip_transport sipuri_transport_id(struct slice n)
 const char *sipuri_transport_str(enum sip_transport t)
 {
     switch (t) {
-    case SIP_TRANSPORT_UDP: return "UDP";
-    case SIP_TRANSPORT_TCP: return "TCP";
-    case SIP_TRANSPORT_TLS: return "TLS";
-    case SIP_TRANSPORT_SCTP: return "SCTP";
-    case SIP_TRANSPORT_WS: return "WS";
-    case SIP_TRANSPORT_WSS: return "WSS";
-    default: return "UDP";
+    case SIP_TRANSPORT_UDP:
+        return "UDP";
+    case SIP_TRANSPORT_TCP:
+        return "TCP";
+    case SIP_TRANSPORT_TLS:
+        return "TLS";
+    case SIP_TRANSPORT_SCTP:
+        return "SCTP";
+    case SIP_TRANSPORT_WS:
+        return "WS";
+    case SIP_TRANSPORT_WSS:
+        return "WSS";
+    default:
+        return "UDP";
     }
 }
 
@@ -175,25 +172,20 @@ static const char *parse_hostport(const char *p, const char *e, struct slice *ho
     const char *hs = p;
     if (p < e && *p == '[') {
         const char *rb = memchr(p, ']', (size_t)(e - p));
-        if (!rb)
-            return NULL;
+        if (!rb) return NULL;
         *host = slice_make(p + 1, (size_t)(rb - p - 1));
-        if (!sipuri_is_ipv6(*host))
-            return NULL;
+        if (!sipuri_is_ipv6(*host)) return NULL;
         *type = SIP_HOST_IPV6;
         p = rb + 1;
     } else {
         while (p < e && is_c(*p, C_HOST))
             p++;
-        if (p == hs)
-            return NULL;
+        if (p == hs) return NULL;
         *host = slice_make(hs, (size_t)(p - hs));
         /* only a name that starts with a digit can be a dotted quad */
-        *type = (*hs >= '0' && *hs <= '9' && sipuri_is_ipv4(*host)) ? SIP_HOST_IPV4
-                                                                     : SIP_HOST_NAME;
+        *type = (*hs >= '0' && *hs <= '9' && sipuri_is_ipv4(*host)) ? SIP_HOST_IPV4 : SIP_HOST_NAME;
         /* a hostname label starts with an alphanumeric */
-        if (*type == SIP_HOST_NAME && (hs[0] == '-' || hs[0] == '.'))
-            return NULL;
+        if (*type == SIP_HOST_NAME && (hs[0] == '-' || hs[0] == '.')) return NULL;
     }
     *raw = slice_make(hs, (size_t)(p - hs));
     *port = 0;
@@ -203,8 +195,7 @@ static const char *parse_hostport(const char *p, const char *e, struct slice *ho
         unsigned v = 0, n = 0;
         while (q < e && *q >= '0' && *q <= '9' && n < 6)
             v = v * 10 + (unsigned)(*q++ - '0'), n++;
-        if (n == 0 || n > 5 || v > 65535)
-            return NULL;
+        if (n == 0 || n > 5 || v > 65535) return NULL;
         *port = (int)v;
         return q;
     }
@@ -213,8 +204,7 @@ static const char *parse_hostport(const char *p, const char *e, struct slice *ho
 
 bool sipuri_param(struct slice params, struct slice name, struct slice *val)
 {
-    if (params.len == 0)
-        return false; /* also SLICE_NULL (absent params): NULL + 0 is undefined */
+    if (params.len == 0) return false; /* also SLICE_NULL (absent params): NULL + 0 is undefined */
     const char *p = params.ptr, *e = params.ptr + params.len;
     while (p < e) {
         const char *ps = skip_lws(p, e);
@@ -255,15 +245,13 @@ static const char *parse_uri_params(const char *p, const char *e, struct sip_uri
     while (p < e && *p == ';') {
         const char *ns = p + 1;
         const char *ne = scan_class(ns, e, C_PARAM);
-        if (!ne || ne == ns)
-            return NULL;
+        if (!ne || ne == ns) return NULL;
         struct slice name = slice_make(ns, (size_t)(ne - ns)), val = SLICE_NULL;
         p = ne;
         if (p < e && *p == '=') {
             const char *vs = p + 1;
             const char *ve = scan_class(vs, e, C_PARAM);
-            if (!ve || ve == vs)
-                return NULL;
+            if (!ve || ve == vs) return NULL;
             val = slice_make(vs, (size_t)(ve - vs));
             p = ve;
         }
@@ -280,8 +268,7 @@ static const char *parse_uri_params(const char *p, const char *e, struct sip_uri
             u->user_param = val;
         }
     }
-    if (p > start)
-        u->params = slice_make(start + 1, (size_t)(p - start - 1));
+    if (p > start) u->params = slice_make(start + 1, (size_t)(p - start - 1));
     return p;
 }
 
@@ -294,36 +281,30 @@ static int parse_sip(const char *p, const char *e, struct sip_uri *u)
     if (q && q == e) {
         /* no userinfo */
     } else if (q && *q == '@') {
-        if (q == p)
-            return -1;
+        if (q == p) return -1;
         u->user = slice_make(p, (size_t)(q - p));
         p = q + 1;
     } else if ((q = memchr(p, '@', (size_t)(e - p))) != NULL) {
         const char *at = q;
         const char *colon = memchr(p, ':', (size_t)(at - p));
         const char *ue = colon ? colon : at;
-        if (scan_class(p, ue, C_USER) != ue || ue == p)
-            return -1;
+        if (scan_class(p, ue, C_USER) != ue || ue == p) return -1;
         u->user = slice_make(p, (size_t)(ue - p));
         if (colon) {
-            if (scan_class(colon + 1, at, C_PASS) != at)
-                return -1;
+            if (scan_class(colon + 1, at, C_PASS) != at) return -1;
             u->password = slice_make(colon + 1, (size_t)(at - colon - 1));
         }
         p = at + 1;
     }
     p = parse_hostport(p, e, &u->host, &u->host_raw, &u->port, &u->host_type, false);
-    if (!p)
-        return -1;
+    if (!p) return -1;
     p = parse_uri_params(p, e, u);
-    if (!p)
-        return -1;
+    if (!p) return -1;
     if (p < e && *p == '?') {
         const char *hs = p + 1, *he = hs;
         while (he < e) {
             const char *n = scan_class(he, e, C_HDR);
-            if (!n)
-                return -1;
+            if (!n) return -1;
             if (n < e && (*n == '=' || *n == '&')) {
                 he = n + 1;
                 continue;
@@ -331,8 +312,7 @@ static int parse_sip(const char *p, const char *e, struct sip_uri *u)
             he = n;
             break;
         }
-        if (he == hs)
-            return -1;
+        if (he == hs) return -1;
         u->headers = slice_make(hs, (size_t)(he - hs));
         p = he;
     }
@@ -343,13 +323,11 @@ int sipuri_parse(struct slice s, struct sip_uri *u)
 {
     zero(u, sizeof *u);
     const char *p = s.ptr, *e = s.ptr + s.len;
-    if (s.len == 0 || !((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')))
-        return -1;
+    if (s.len == 0 || !((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z'))) return -1;
     const char *c = p;
     while (c < e && is_c(*c, C_SCHEME))
         c++;
-    if (c == e || *c != ':')
-        return -1;
+    if (c == e || *c != ':') return -1;
     u->scheme_name = slice_make(p, (size_t)(c - p));
     const char *rest = c + 1;
     if (ALPHA_EQ(u->scheme_name, "sip")) {
@@ -361,18 +339,15 @@ int sipuri_parse(struct slice s, struct sip_uri *u)
         return parse_sip(rest, e, u);
     }
     u->scheme = ALPHA_EQ(u->scheme_name, "tel") ? SIP_SCHEME_TEL : SIP_SCHEME_OTHER;
-    if (rest == e)
-        return -1;
+    if (rest == e) return -1;
     for (const char *q = rest; q < e; q++) {
         unsigned char ch = (unsigned char)*q;
-        if (ch <= ' ' || ch == 0x7f || ch == '<' || ch == '>' || ch == '"')
-            return -1;
+        if (ch <= ' ' || ch == 0x7f || ch == '<' || ch == '>' || ch == '"') return -1;
     }
     u->opaque = slice_make(rest, (size_t)(e - rest));
     if (u->scheme == SIP_SCHEME_TEL) {
         const char *sc = memchr(rest, ';', (size_t)(e - rest));
-        if (sc)
-            u->params = slice_make(sc + 1, (size_t)(e - sc - 1));
+        if (sc) u->params = slice_make(sc + 1, (size_t)(e - sc - 1));
     }
     return 0;
 }
@@ -383,8 +358,7 @@ static const char *scan_quoted(const char *p, const char *e)
 {
     for (p++; p < e; p++) {
         if (*p == '\\') {
-            if (++p >= e)
-                return NULL;
+            if (++p >= e) return NULL;
         } else if (*p == '"') {
             return p + 1;
         }
@@ -405,35 +379,30 @@ static const char *parse_gen_params(const char *p, const char *e, struct slice *
         const char *ne = ns;
         while (ne < e && is_c(*ne, C_TOKEN))
             ne++;
-        if (ne == ns)
-            return NULL;
+        if (ne == ns) return NULL;
         struct slice name = slice_make(ns, (size_t)(ne - ns)), val = slice_make(ne, 0);
         p = skip_lws(ne, e);
         if (p < e && *p == '=') {
             const char *vs = skip_lws(p + 1, e), *ve = vs;
             if (vs < e && *vs == '"') {
                 ve = scan_quoted(vs, e);
-                if (!ve)
-                    return NULL;
+                if (!ve) return NULL;
             } else {
                 while (ve < e && (is_c(*ve, C_TOKEN) || *ve == ':' || *ve == '[' || *ve == ']'))
                     ve++;
             }
-            if (ve == vs)
-                return NULL;
+            if (ve == vs) return NULL;
             val = slice_make(vs, (size_t)(ve - vs));
             p = skip_lws(ve, e);
         }
         for (unsigned i = 0; i < nnames; i++) {
             if (alpha_case_eq(name, want[i].ptr, want[i].len)) { /* letters only */
-                if (names[i])
-                    *names[i] = name;
+                if (names[i]) *names[i] = name;
                 *vals[i] = val;
             }
         }
     }
-    if (p > start)
-        *params = slice_make(start + 1, (size_t)(p - start - 1));
+    if (p > start) *params = slice_make(start + 1, (size_t)(p - start - 1));
     return p;
 }
 
@@ -450,12 +419,10 @@ int sipuri_parse_addr(struct slice s, struct sip_addr *a)
     const char *lt = NULL;
     if (p < e && *p == '"') {
         const char *q = scan_quoted(p, e);
-        if (!q)
-            return -1;
+        if (!q) return -1;
         a->display = slice_make(p, (size_t)(q - p));
         q = skip_lws(q, e);
-        if (q >= e || *q != '<')
-            return -1;
+        if (q >= e || *q != '<') return -1;
         lt = q;
     } else {
         const char *q = p;
@@ -472,8 +439,7 @@ int sipuri_parse_addr(struct slice s, struct sip_addr *a)
     const char *after;
     if (lt) {
         const char *gt = memchr(lt, '>', (size_t)(e - lt));
-        if (!gt)
-            return -1;
+        if (!gt) return -1;
         a->uri_text = slice_make(lt + 1, (size_t)(gt - lt - 1));
         a->bracketed = true;
         after = gt + 1;
@@ -484,18 +450,15 @@ int sipuri_parse_addr(struct slice s, struct sip_addr *a)
         while (ue < e && *ue != ';' && !is_ws(*ue) && *ue != '\r' && *ue != '\n')
             ue++;
         a->uri_text = slice_make(p, (size_t)(ue - p));
-        if (memchr(p, '?', (size_t)(ue - p)) || memchr(p, ',', (size_t)(ue - p)))
-            return -1;
+        if (memchr(p, '?', (size_t)(ue - p)) || memchr(p, ',', (size_t)(ue - p))) return -1;
         after = ue;
     }
-    if (sipuri_parse(a->uri_text, &a->uri) < 0)
-        return -1;
+    if (sipuri_parse(a->uri_text, &a->uri) < 0) return -1;
     static const struct slice want[] = {SLICE_LIT("tag"), SLICE_LIT("expires"), SLICE_LIT("q")};
     struct slice *names[] = {NULL, NULL, NULL};
     struct slice *vals[] = {&a->tag, &a->expires, &a->q};
     const char *pe = parse_gen_params(after, e, &a->params, names, vals, 3, want);
-    if (!pe || pe != e)
-        return -1;
+    if (!pe || pe != e) return -1;
     return 0;
 }
 
@@ -507,50 +470,41 @@ int sipuri_parse_via(struct slice s, struct sip_via *v)
     const char *t = p;
     while (t < e && is_c(*t, C_TOKEN))
         t++;
-    if (!ALPHA_EQ(slice_make(p, (size_t)(t - p)), "sip"))
-        return -1;
+    if (!ALPHA_EQ(slice_make(p, (size_t)(t - p)), "sip")) return -1;
     p = skip_lws(t, e);
-    if (p >= e || *p != '/')
-        return -1;
+    if (p >= e || *p != '/') return -1;
     p = skip_lws(p + 1, e);
     t = p;
     while (t < e && is_c(*t, C_TOKEN))
         t++;
-    if (!slice_eq_lit(slice_make(p, (size_t)(t - p)), "2.0"))
-        return -1;
+    if (!slice_eq_lit(slice_make(p, (size_t)(t - p)), "2.0")) return -1;
     p = skip_lws(t, e);
-    if (p >= e || *p != '/')
-        return -1;
+    if (p >= e || *p != '/') return -1;
     p = skip_lws(p + 1, e);
     t = p;
     while (t < e && is_c(*t, C_TOKEN))
         t++;
-    if (t == p)
-        return -1;
+    if (t == p) return -1;
     v->transport_name = slice_make(p, (size_t)(t - p));
     v->transport = (uint8_t)sipuri_transport_id(v->transport_name);
     const char *hs = skip_lws(t, e);
-    if (hs == t)
-        return -1; /* LWS is required before sent-by */
+    if (hs == t) return -1; /* LWS is required before sent-by */
     uint8_t type;
     p = parse_hostport(hs, e, &v->host, &v->host_raw, &v->port, &type, true);
-    if (!p)
-        return -1;
+    if (!p) return -1;
     static const struct slice want[] = {SLICE_LIT("branch"), SLICE_LIT("received"),
                                         SLICE_LIT("maddr"), SLICE_LIT("ttl"), SLICE_LIT("rport")};
     struct slice rport_name = SLICE_NULL;
     struct slice *names[] = {NULL, NULL, NULL, NULL, &rport_name};
     struct slice *vals[] = {&v->branch, &v->received, &v->maddr, &v->ttl, &v->rport};
     const char *pe = parse_gen_params(p, e, &v->params, names, vals, 5, want);
-    if (!pe || skip_lws(pe, e) != e)
-        return -1;
+    if (!pe || skip_lws(pe, e) != e) return -1;
     v->has_rport = rport_name.ptr != NULL;
     if (v->received.len) {
         struct slice r = v->received;
         if (r.ptr[0] == '[' && r.len > 2 && r.ptr[r.len - 1] == ']')
             r = slice_make(r.ptr + 1, r.len - 2);
-        if (!sipuri_is_ipv4(r) && !sipuri_is_ipv6(r))
-            return -1;
+        if (!sipuri_is_ipv4(r) && !sipuri_is_ipv6(r)) return -1;
     }
     return 0;
 }

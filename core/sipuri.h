@@ -26,7 +26,7 @@ struct sip_uri {
     bool lr;
     bool ob;
     struct slice scheme_name;
-    struct slice user;     /* escapes kept as on the wire; may hold ';' */
+    struct slice user; /* escapes kept as on the wire; may hold ';' */
     struct slice password;
     struct slice host;     /* IPv6 without the brackets */
     struct slice host_raw; /* as written, brackets included */
@@ -36,7 +36,7 @@ struct sip_uri {
     struct slice maddr;
     struct slice transport_name;
     struct slice user_param; /* user=phone ... */
-    struct slice opaque;   /* non-SIP schemes: everything after "scheme:" */
+    struct slice opaque;     /* non-SIP schemes: everything after "scheme:" */
 };
 
 /* Parses an absolute URI. sip/sips/tel are parsed fully; any other scheme
@@ -53,7 +53,7 @@ struct sip_addr {
     struct slice tag;
     struct slice expires;
     struct slice q;
-    bool star;           /* Contact: * */
+    bool star; /* Contact: * */
     bool bracketed;
 };
 int sipuri_parse_addr(struct slice s, struct sip_addr *a);
@@ -70,7 +70,7 @@ struct sip_via {
     struct slice maddr;
     struct slice ttl;
     bool has_rport;
-    struct slice rport; /* value, empty when given bare */
+    struct slice rport;  /* value, empty when given bare */
     struct slice params; /* everything after sent-by, without leading ';' */
 };
 int sipuri_parse_via(struct slice s, struct sip_via *v);

@@ -34,11 +34,9 @@ static inline char slice_lower(char c)
 /* ASCII case-insensitive comparison. */
 static inline bool slice_case_eq(struct slice a, struct slice b)
 {
-    if (a.len != b.len)
-        return false;
+    if (a.len != b.len) return false;
     for (size_t i = 0; i < a.len; i++)
-        if (slice_lower(a.ptr[i]) != slice_lower(b.ptr[i]))
-            return false;
+        if (slice_lower(a.ptr[i]) != slice_lower(b.ptr[i])) return false;
     return true;
 }
 
@@ -54,15 +52,12 @@ static inline bool slice_starts_with(struct slice a, struct slice prefix)
  * Returns false on empty input, a non-digit, or a value above max. */
 static inline bool slice_to_u64(struct slice s, uint64_t max, uint64_t *out)
 {
-    if (s.len == 0)
-        return false;
+    if (s.len == 0) return false;
     uint64_t v = 0;
     for (size_t i = 0; i < s.len; i++) {
         unsigned d = (unsigned char)s.ptr[i] - '0';
-        if (d > 9)
-            return false;
-        if (v > (max - d) / 10)
-            return false;
+        if (d > 9) return false;
+        if (v > (max - d) / 10) return false;
         v = v * 10 + d;
     }
     *out = v;

@@ -29,7 +29,10 @@ void timer_init(struct timer *t, timer_cb cb);
 /* Arms (or re-arms) t to fire after ms milliseconds from w->now_ms. */
 void timer_arm(struct worker *w, struct timer *t, uint64_t ms);
 void timer_cancel(struct timer *t);
-static inline bool timer_armed(const struct timer *t) { return t->pprev != 0; }
+static inline bool timer_armed(const struct timer *t)
+{
+    return t->pprev != 0;
+}
 /* Fires every timer due at or before now_ms. Called by the loop. A callback
  * may arm or cancel any timer, including its own. */
 void timer_wheel_run(struct worker *w, uint64_t now_ms);

@@ -25,8 +25,7 @@ int txn_table_init(struct txn_table *t, uint32_t max)
 void txn_table_cleanup(struct txn_table *t)
 {
     for (uint32_t i = 0; i < t->nslots; i++)
-        if (t->slots[i])
-            txn_free(t, t->slots[i]);
+        if (t->slots[i]) txn_free(t, t->slots[i]);
     free(t->slots);
     free(t->gens);
     free(t->free_list);
@@ -37,21 +36,16 @@ void txn_table_cleanup(struct txn_table *t)
 static int grow(struct txn_table *t)
 {
     uint32_t ncap = t->cap ? t->cap * 2 : 1024;
-    if (ncap > t->max)
-        ncap = t->max;
-    if (ncap <= t->cap)
-        return -ENOSPC;
+    if (ncap > t->max) ncap = t->max;
+    if (ncap <= t->cap) return -ENOSPC;
     struct txn **s = realloc(t->slots, ncap * sizeof *s);
-    if (!s)
-        return -ENOMEM;
+    if (!s) return -ENOMEM;
     t->slots = s;
     uint32_t *g = realloc(t->gens, ncap * sizeof *g);
-    if (!g)
-        return -ENOMEM;
+    if (!g) return -ENOMEM;
     t->gens = g;
     uint32_t *f = realloc(t->free_list, ncap * sizeof *f);
-    if (!f)
-        return -ENOMEM;
+    if (!f) return -ENOMEM;
     t->free_list = f;
     for (uint32_t i = t->cap; i < ncap; i++) {
         t->slots[i] = NULL;
@@ -67,8 +61,7 @@ struct txn *txn_new(struct txn_table *t, const char *key, size_t key_len)
     if (t->nfree) {
         slot = t->free_list[--t->nfree];
     } else {
-        if (t->nslots == t->cap && grow(t) < 0)
-            return NULL;
+        if (t->nslots == t->cap && grow(t) < 0) return NULL;
         slot = t->nslots++;
     }
     struct txn *x = calloc(1, sizeof *x);
@@ -82,8 +75,7 @@ struct txn *txn_new(struct txn_table *t, const char *key, size_t key_len)
     memcpy(k, key, key_len);
     x->slot = slot;
     x->gen = t->gens[slot]++;
-    if (t->gens[slot] == 0)
-        t->gens[slot] = 1;
+    if (t->gens[slot] == 0) t->gens[slot] = 1;
     x->key = k;
     x->key_len = (uint16_t)key_len;
     x->key_hash = key_hash(key, key_len);
@@ -100,8 +92,7 @@ void txn_free(struct txn_table *t, struct txn *x)
     uint32_t *pp = &t->buckets[(uint32_t)x->key_hash & (t->nbuckets - 1)];
     while (*pp && *pp != x->slot + 1)
         pp = &t->slots[*pp - 1]->hnext;
-    if (*pp)
-        *pp = x->hnext;
+    if (*pp) *pp = x->hnext;
     timer_cancel(&x->t_retx);
     timer_cancel(&x->t_timeout);
     t->slots[x->slot] = NULL;
@@ -127,7 +118,6 @@ struct txn *txn_find_key(struct txn_table *t, const char *key, size_t key_len)
 
 struct txn *txn_find_slot(struct txn_table *t, uint32_t slot, uint32_t gen)
 {
-    if (slot >= t->nslots || !t->slots[slot] || t->slots[slot]->gen != gen)
-        return NULL;
+    if (slot >= t->nslots || !t->slots[slot] || t->slots[slot]->gen != gen) return NULL;
     return t->slots[slot];
 }

@@ -18,19 +18,19 @@ enum txn_state {
  * client side (towards the next hop). Owned by the worker that created it. */
 struct txn {
     uint32_t slot, gen;
-    uint32_t hnext;          /* private: server-key hash chain (slot + 1, 0 ends) */
-    uint64_t key_hash;       /* private */
-    char *key;               /* private: server transaction key */
+    uint32_t hnext;    /* private: server-key hash chain (slot + 1, 0 ends) */
+    uint64_t key_hash; /* private */
+    char *key;         /* private: server transaction key */
     uint16_t key_len;
 
-    uint8_t method;          /* enum sip_method of the request */
-    uint8_t state;           /* enum txn_state */
+    uint8_t method; /* enum sip_method of the request */
+    uint8_t state;  /* enum txn_state */
     bool invite;
     bool provisional_seen;
-    bool cancel_pending;     /* CANCEL arrived before any provisional */
+    bool cancel_pending; /* CANCEL arrived before any provisional */
     bool cancelled;
     bool ack_seen;
-    bool to_upstream;        /* the next hop is the configured upstream */
+    bool to_upstream; /* the next hop is the configured upstream */
     uint8_t upstream_idx;
 
     /* server side: where responses go */
@@ -41,32 +41,32 @@ struct txn {
     int resp_status;
 
     /* client side */
-    char *req;               /* the forwarded request, for retransmission and CANCEL */
+    char *req; /* the forwarded request, for retransmission and CANCEL */
     uint32_t req_len;
     uint8_t out_proto;
     int out_listener;
     struct netaddr out_dst;
     conn_ref out_conn;
-    char *tls_name;          /* expected TLS identity of the next hop, or NULL */
+    char *tls_name; /* expected TLS identity of the next hop, or NULL */
     char branch[48];
     uint8_t branch_len;
 
-    uint32_t retx_ms;        /* current retransmission interval */
-    struct timer t_retx;     /* A / E on the client side, G on the server side */
-    struct timer t_timeout;  /* B / F */
-    bool lingering;          /* completed: on the worker's linger list */
-    uint64_t linger_until;   /* then freed by the sweep */
+    uint32_t retx_ms;       /* current retransmission interval */
+    struct timer t_retx;    /* A / E on the client side, G on the server side */
+    struct timer t_timeout; /* B / F */
+    bool lingering;         /* completed: on the worker's linger list */
+    uint64_t linger_until;  /* then freed by the sweep */
     struct txn *lnext;
 };
 
 struct txn_table {
-    struct txn **slots;   /* slot -> txn or NULL */
-    uint32_t *gens;       /* next generation per slot */
+    struct txn **slots; /* slot -> txn or NULL */
+    uint32_t *gens;     /* next generation per slot */
     uint32_t nslots, cap;
     uint32_t *free_list;
     uint32_t nfree;
-    uint32_t *buckets;    /* hash of server key -> slot + 1 */
-    uint32_t nbuckets;    /* power of two */
+    uint32_t *buckets; /* hash of server key -> slot + 1 */
+    uint32_t nbuckets; /* power of two */
     uint32_t live;
     uint32_t max;
 };

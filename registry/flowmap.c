@@ -42,8 +42,7 @@ static void free_rcu(struct rcu_head *h)
 struct flowmap *flowmap_new(void)
 {
     struct flowmap *fm = calloc(1, sizeof *fm);
-    if (!fm)
-        return NULL;
+    if (!fm) return NULL;
     fm->ht = cds_lfht_new(1u << 16, 1u << 16, 0, CDS_LFHT_AUTO_RESIZE | CDS_LFHT_ACCOUNTING, NULL);
     if (!fm->ht) {
         free(fm);
@@ -54,15 +53,13 @@ struct flowmap *flowmap_new(void)
 
 void flowmap_free(struct flowmap *fm)
 {
-    if (!fm)
-        return;
+    if (!fm) return;
     struct cds_lfht_iter it;
     struct flow_node *n;
     rcu_read_lock();
     cds_lfht_for_each_entry(fm->ht, &it, n, node)
     {
-        if (cds_lfht_del(fm->ht, &n->node) == 0)
-            call_rcu(&n->rcu, free_rcu);
+        if (cds_lfht_del(fm->ht, &n->node) == 0) call_rcu(&n->rcu, free_rcu);
     }
     rcu_read_unlock();
     /* waiting for grace periods (callbacks, a resize in flight) needs this
@@ -77,8 +74,7 @@ void flowmap_free(struct flowmap *fm)
 int flowmap_set(struct flowmap *fm, const struct flow_entry *e)
 {
     struct flow_node *n = aligned_alloc(64, sizeof *n);
-    if (!n)
-        return -ENOMEM;
+    if (!n) return -ENOMEM;
     cds_lfht_node_init(&n->node);
     n->e = *e;
     struct flow_key k = {e->proto, &n->e.peer};
@@ -86,8 +82,7 @@ int flowmap_set(struct flowmap *fm, const struct flow_entry *e)
     struct cds_lfht_node *old =
         cds_lfht_add_replace(fm->ht, key_hash(e->proto, &e->peer), match, &k, &n->node);
     rcu_read_unlock();
-    if (old)
-        call_rcu(&caa_container_of(old, struct flow_node, node)->rcu, free_rcu);
+    if (old) call_rcu(&caa_container_of(old, struct flow_node, node)->rcu, free_rcu);
     return 0;
 }
 
@@ -100,8 +95,7 @@ void flowmap_remove(struct flowmap *fm, uint8_t proto, const struct netaddr *pee
     struct cds_lfht_node *node = cds_lfht_iter_get_node(&it);
     if (node) {
         struct flow_node *n = caa_container_of(node, struct flow_node, node);
-        if (n->e.conn == conn && cds_lfht_del(fm->ht, node) == 0)
-            call_rcu(&n->rcu, free_rcu);
+        if (n->e.conn == conn && cds_lfht_del(fm->ht, node) == 0) call_rcu(&n->rcu, free_rcu);
     }
     rcu_read_unlock();
 }

@@ -29,8 +29,7 @@ int flowmap_set(struct flowmap *fm, const struct flow_entry *e);
 
 /* Removes the entry of peer/proto if it still names conn (a newer
  * connection's entry is left alone). Writer: the worker that owned conn. */
-void flowmap_remove(struct flowmap *fm, uint8_t proto, const struct netaddr *peer,
-                    uint64_t conn);
+void flowmap_remove(struct flowmap *fm, uint8_t proto, const struct netaddr *peer, uint64_t conn);
 
 /* Copies the entry for peer/proto into *out. Lock-free: takes the RCU read
  * lock itself; any RCU-registered thread. */

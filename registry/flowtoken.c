@@ -17,8 +17,7 @@ int flowtoken_key_init(struct flowtoken_key *key, const char *path)
         return 0;
     }
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
+    if (fd < 0) return -errno;
     SHA256_CTX sha;
     SHA256_Init(&sha);
     char buf[4096];
@@ -31,8 +30,7 @@ int flowtoken_key_init(struct flowtoken_key *key, const char *path)
     int err = n < 0 ? -errno : 0;
     close(fd);
     SHA256_Final(key->k, &sha);
-    if (err)
-        return err;
+    if (err) return err;
     return total ? 0 : -ENODATA;
 }
 
@@ -43,16 +41,12 @@ static size_t b64url_encode(const uint8_t *in, size_t n, char *out)
     size_t o = 0;
     for (size_t i = 0; i < n; i += 3) {
         uint32_t v = (uint32_t)in[i] << 16;
-        if (i + 1 < n)
-            v |= (uint32_t)in[i + 1] << 8;
-        if (i + 2 < n)
-            v |= in[i + 2];
+        if (i + 1 < n) v |= (uint32_t)in[i + 1] << 8;
+        if (i + 2 < n) v |= in[i + 2];
         out[o++] = b64[(v >> 18) & 63];
         out[o++] = b64[(v >> 12) & 63];
-        if (i + 1 < n)
-            out[o++] = b64[(v >> 6) & 63];
-        if (i + 2 < n)
-            out[o++] = b64[v & 63];
+        if (i + 1 < n) out[o++] = b64[(v >> 6) & 63];
+        if (i + 2 < n) out[o++] = b64[v & 63];
     }
     return o;
 }
@@ -71,21 +65,18 @@ static int b64val(char c)
 static bool b64url_decode(struct slice s, uint8_t *out, size_t n)
 {
     size_t need = (n / 3) * 4 + (n % 3 ? n % 3 + 1 : 0);
-    if (s.len != need)
-        return false;
+    if (s.len != need) return false;
     size_t o = 0;
     uint32_t acc = 0;
     int bits = 0;
     for (size_t i = 0; i < s.len; i++) {
         int v = b64val(s.ptr[i]);
-        if (v < 0)
-            return false;
+        if (v < 0) return false;
         acc = acc << 6 | (uint32_t)v;
         bits += 6;
         if (bits >= 8) {
             bits -= 8;
-            if (o < n)
-                out[o++] = (uint8_t)(acc >> bits);
+            if (o < n) out[o++] = (uint8_t)(acc >> bits);
         }
     }
     return o == n;
@@ -121,8 +112,7 @@ size_t flowtoken_encode(const struct flowtoken_key *key, uint64_t conn, uint8_t 
                         const struct netaddr *peer, char *out, size_t cap)
 {
     uint8_t raw[FLOWTOKEN_RAW_LEN];
-    if (cap < FLOWTOKEN_STR_LEN)
-        return 0;
+    if (cap < FLOWTOKEN_STR_LEN) return 0;
     pack(conn, proto, peer, raw);
     mac(key, raw, raw + FLOWTOKEN_RAW_LEN - FLOWTOKEN_MAC_LEN);
     return b64url_encode(raw, sizeof raw, out);

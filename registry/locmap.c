@@ -35,8 +35,7 @@ static uint64_t hash_bytes(const char *p, size_t n)
 struct locmap *locmap_new(void)
 {
     struct locmap *lm = calloc(1, sizeof *lm);
-    if (!lm)
-        return NULL;
+    if (!lm) return NULL;
     lm->ht = cds_lfht_new(1024, 1024, 0, CDS_LFHT_AUTO_RESIZE | CDS_LFHT_ACCOUNTING, NULL);
     if (!lm->ht) {
         free(lm);
@@ -53,15 +52,13 @@ static void free_node_rcu(struct rcu_head *h)
 /* Frees every node. Only when no thread uses the map any more. */
 void locmap_free(struct locmap *lm)
 {
-    if (!lm)
-        return;
+    if (!lm) return;
     struct cds_lfht_iter it;
     struct aor_node *n;
     rcu_read_lock();
     cds_lfht_for_each_entry(lm->ht, &it, n, node)
     {
-        if (cds_lfht_del(lm->ht, &n->node) == 0)
-            call_rcu(&n->rcu, free_node_rcu);
+        if (cds_lfht_del(lm->ht, &n->node) == 0) call_rcu(&n->rcu, free_node_rcu);
     }
     rcu_read_unlock();
     /* waiting for grace periods (callbacks, a resize in flight) needs this
@@ -91,8 +88,7 @@ size_t locmap_aor_key(struct slice uri, char *buf, size_t cap)
     if (sipuri_parse(uri, &u) < 0 || (u.scheme != SIP_SCHEME_SIP && u.scheme != SIP_SCHEME_SIPS))
         return 0;
     size_t need = 4 + u.user.len + 1 + u.host_raw.len;
-    if (need > cap)
-        return 0;
+    if (need > cap) return 0;
     size_t o = 0;
     memcpy(buf, "sip:", 4);
     o = 4;
@@ -119,12 +115,10 @@ int locmap_update(struct locmap *lm, struct slice aor, bool remove_all,
                   const struct locmap_binding *add, unsigned nadd, uint64_t now_ms,
                   struct locmap_binding *out, unsigned *nout)
 {
-    if (aor.len == 0 || aor.len > LOCMAP_AOR_MAX)
-        return -EINVAL;
+    if (aor.len == 0 || aor.len > LOCMAP_AOR_MAX) return -EINVAL;
     uint64_t hash = hash_bytes(aor.ptr, aor.len);
     struct aor_node *nn = calloc(1, sizeof *nn);
-    if (!nn)
-        return -ENOMEM;
+    if (!nn) return -ENOMEM;
     nn->hash = hash;
     nn->aor_len = (uint16_t)aor.len;
     memcpy(nn->aor, aor.ptr, aor.len);
@@ -133,8 +127,7 @@ int locmap_update(struct locmap *lm, struct slice aor, bool remove_all,
     struct aor_node *old = find(lm, aor.ptr, aor.len, hash);
     if (old && !remove_all) {
         for (unsigned i = 0; i < old->nb; i++)
-            if (old->b[i].expires_ms > now_ms)
-                nn->b[nn->nb++] = old->b[i];
+            if (old->b[i].expires_ms > now_ms) nn->b[nn->nb++] = old->b[i];
     }
     int rc = 0;
     for (unsigned i = 0; i < nadd; i++) {
@@ -143,8 +136,7 @@ int locmap_update(struct locmap *lm, struct slice aor, bool remove_all,
                                memcmp(nn->b[j].contact, add[i].contact, add[i].contact_len) == 0))
             j++;
         if (add[i].expires_ms == 0) {
-            if (j < nn->nb)
-                nn->b[j] = nn->b[--nn->nb];
+            if (j < nn->nb) nn->b[j] = nn->b[--nn->nb];
             continue;
         }
         if (j == nn->nb) {
@@ -157,17 +149,14 @@ int locmap_update(struct locmap *lm, struct slice aor, bool remove_all,
         nn->b[j] = add[i];
     }
     if (nn->nb == 0) {
-        if (old && cds_lfht_del(lm->ht, &old->node) == 0)
-            call_rcu(&old->rcu, free_node_rcu);
+        if (old && cds_lfht_del(lm->ht, &old->node) == 0) call_rcu(&old->rcu, free_node_rcu);
         rcu_read_unlock();
         free(nn);
     } else {
-        struct cds_lfht_node *rep =
-            cds_lfht_add_replace(lm->ht, (unsigned long)hash, match_aor, &(struct key){nn->aor, nn->aor_len},
-                                 &nn->node);
+        struct cds_lfht_node *rep = cds_lfht_add_replace(
+            lm->ht, (unsigned long)hash, match_aor, &(struct key){nn->aor, nn->aor_len}, &nn->node);
         rcu_read_unlock();
-        if (rep)
-            call_rcu(&caa_container_of(rep, struct aor_node, node)->rcu, free_node_rcu);
+        if (rep) call_rcu(&caa_container_of(rep, struct aor_node, node)->rcu, free_node_rcu);
     }
     if (out && nout) {
         *nout = 0;
@@ -191,8 +180,7 @@ bool locmap_lookup(struct locmap *lm, struct slice aor, uint64_t now_ms, struct 
         const struct locmap_binding *best = NULL;
         for (unsigned i = 0; i < n->nb; i++) {
             const struct locmap_binding *c = &n->b[i];
-            if (c->expires_ms <= now_ms)
-                continue;
+            if (c->expires_ms <= now_ms) continue;
             if (!best || c->q > best->q || (c->q == best->q && c->expires_ms > best->expires_ms))
                 best = c;
         }
@@ -215,22 +203,18 @@ void locmap_drop_conn(struct locmap *lm, uint64_t conn)
         bool hit = false;
         for (unsigned i = 0; i < n->nb; i++)
             hit |= n->b[i].conn == conn;
-        if (!hit)
-            continue;
+        if (!hit) continue;
         struct aor_node *nn = malloc(sizeof *nn);
-        if (!nn)
-            continue;
+        if (!nn) continue;
         memcpy(nn, n, sizeof *nn);
         nn->nb = 0;
         for (unsigned i = 0; i < n->nb; i++)
-            if (n->b[i].conn != conn)
-                nn->b[nn->nb++] = n->b[i];
+            if (n->b[i].conn != conn) nn->b[nn->nb++] = n->b[i];
         if (nn->nb == 0) {
             free(nn);
-            if (cds_lfht_del(lm->ht, &n->node) == 0)
-                call_rcu(&n->rcu, free_node_rcu);
-        } else if (cds_lfht_replace(lm->ht, &it, (unsigned long)n->hash,
-                                    match_aor, &(struct key){n->aor, n->aor_len}, &nn->node) == 0) {
+            if (cds_lfht_del(lm->ht, &n->node) == 0) call_rcu(&n->rcu, free_node_rcu);
+        } else if (cds_lfht_replace(lm->ht, &it, (unsigned long)n->hash, match_aor,
+                                    &(struct key){n->aor, n->aor_len}, &nn->node) == 0) {
             call_rcu(&n->rcu, free_node_rcu);
         } else {
             free(nn);
@@ -239,8 +223,23 @@ void locmap_drop_conn(struct locmap *lm, uint64_t conn)
     rcu_read_unlock();
 }
 
-void locmap_thread_register(void) { rcu_register_thread(); }
-void locmap_thread_unregister(void) { rcu_unregister_thread(); }
-void locmap_thread_online(void) { rcu_thread_online(); }
-void locmap_thread_offline(void) { rcu_thread_offline(); }
-void locmap_quiescent(void) { rcu_quiescent_state(); }
+void locmap_thread_register(void)
+{
+    rcu_register_thread();
+}
+void locmap_thread_unregister(void)
+{
+    rcu_unregister_thread();
+}
+void locmap_thread_online(void)
+{
+    rcu_thread_online();
+}
+void locmap_thread_offline(void)
+{
+    rcu_thread_offline();
+}
+void locmap_quiescent(void)
+{
+    rcu_quiescent_state();
+}

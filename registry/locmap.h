@@ -9,17 +9,17 @@
 #include "core/slice.h"
 
 #define LOCMAP_MAX_BINDINGS 8
-#define LOCMAP_CONTACT_MAX 256
-#define LOCMAP_AOR_MAX 256
+#define LOCMAP_CONTACT_MAX  256
+#define LOCMAP_AOR_MAX      256
 
 struct locmap_binding {
     char contact[LOCMAP_CONTACT_MAX]; /* the Contact URI, as registered */
     uint16_t contact_len;
-    uint8_t proto;          /* enum sip_transport the REGISTER came over */
-    uint64_t conn;          /* conn_ref it came on (streams), 0 for UDP */
-    struct netaddr src;     /* where it came from */
-    uint64_t expires_ms;    /* absolute, CLOCK_MONOTONIC ms */
-    uint16_t q;             /* q-value x 1000 */
+    uint8_t proto;       /* enum sip_transport the REGISTER came over */
+    uint64_t conn;       /* conn_ref it came on (streams), 0 for UDP */
+    struct netaddr src;  /* where it came from */
+    uint64_t expires_ms; /* absolute, CLOCK_MONOTONIC ms */
+    uint16_t q;          /* q-value x 1000 */
 };
 
 struct locmap;
@@ -42,8 +42,7 @@ int locmap_update(struct locmap *lm, struct slice aor, bool remove_all,
 
 /* Copies the best live binding (highest q, then most recent) of aor into *b.
  * Returns true when one exists. Lock-free: takes rcu_read_lock itself. */
-bool locmap_lookup(struct locmap *lm, struct slice aor, uint64_t now_ms,
-                   struct locmap_binding *b);
+bool locmap_lookup(struct locmap *lm, struct slice aor, uint64_t now_ms, struct locmap_binding *b);
 
 /* Drops the bindings that were registered over connection conn. */
 void locmap_drop_conn(struct locmap *lm, uint64_t conn);

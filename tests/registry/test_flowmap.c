@@ -36,7 +36,8 @@ static struct netaddr v4(const char *ip, int port)
 
 static struct flow_entry entry(uint64_t conn, uint8_t proto, struct netaddr peer)
 {
-    struct flow_entry e = {.conn = conn, .proto = proto, .peer = peer, .register_ms = conn ^ 0xa5a5a5a5u};
+    struct flow_entry e = {
+        .conn = conn, .proto = proto, .peer = peer, .register_ms = conn ^ 0xa5a5a5a5u};
     return e;
 }
 
@@ -69,11 +70,31 @@ Test(flowmap, key_is_transport_address_and_port)
     struct netaddr c = v4("192.0.2.11", 40001), d6;
     cr_assert_eq(netaddr_from_ip(&d6, SLICE_LIT("2001:db8::1"), 40001), 0);
     struct flow_entry out;
-    cr_assert_eq(flowmap_set(fm, &(struct flow_entry){.conn = 1, .proto = SIP_TRANSPORT_TCP, .peer = a, .register_ms = 0}), 0);
-    cr_assert_eq(flowmap_set(fm, &(struct flow_entry){.conn = 2, .proto = SIP_TRANSPORT_TLS, .peer = a, .register_ms = 0}), 0);
-    cr_assert_eq(flowmap_set(fm, &(struct flow_entry){.conn = 3, .proto = SIP_TRANSPORT_TCP, .peer = b, .register_ms = 0}), 0);
-    cr_assert_eq(flowmap_set(fm, &(struct flow_entry){.conn = 4, .proto = SIP_TRANSPORT_TCP, .peer = c, .register_ms = 0}), 0);
-    cr_assert_eq(flowmap_set(fm, &(struct flow_entry){.conn = 5, .proto = SIP_TRANSPORT_TCP, .peer = d6, .register_ms = 0}), 0);
+    cr_assert_eq(flowmap_set(fm, &(struct flow_entry){.conn = 1,
+                                                      .proto = SIP_TRANSPORT_TCP,
+                                                      .peer = a,
+                                                      .register_ms = 0}),
+                 0);
+    cr_assert_eq(flowmap_set(fm, &(struct flow_entry){.conn = 2,
+                                                      .proto = SIP_TRANSPORT_TLS,
+                                                      .peer = a,
+                                                      .register_ms = 0}),
+                 0);
+    cr_assert_eq(flowmap_set(fm, &(struct flow_entry){.conn = 3,
+                                                      .proto = SIP_TRANSPORT_TCP,
+                                                      .peer = b,
+                                                      .register_ms = 0}),
+                 0);
+    cr_assert_eq(flowmap_set(fm, &(struct flow_entry){.conn = 4,
+                                                      .proto = SIP_TRANSPORT_TCP,
+                                                      .peer = c,
+                                                      .register_ms = 0}),
+                 0);
+    cr_assert_eq(flowmap_set(fm, &(struct flow_entry){.conn = 5,
+                                                      .proto = SIP_TRANSPORT_TCP,
+                                                      .peer = d6,
+                                                      .register_ms = 0}),
+                 0);
     cr_assert_eq(flowmap_count(fm), 5);
     const struct {
         uint8_t proto;
@@ -97,8 +118,16 @@ Test(flowmap, set_replaces_the_older_connection)
     struct flowmap *fm = flowmap_new();
     struct netaddr a = v4("127.0.0.1", 5555);
     struct flow_entry out;
-    cr_assert_eq(flowmap_set(fm, &(struct flow_entry){.conn = 10, .proto = SIP_TRANSPORT_TLS, .peer = a, .register_ms = 1}), 0);
-    cr_assert_eq(flowmap_set(fm, &(struct flow_entry){.conn = 11, .proto = SIP_TRANSPORT_TLS, .peer = a, .register_ms = 2}), 0);
+    cr_assert_eq(flowmap_set(fm, &(struct flow_entry){.conn = 10,
+                                                      .proto = SIP_TRANSPORT_TLS,
+                                                      .peer = a,
+                                                      .register_ms = 1}),
+                 0);
+    cr_assert_eq(flowmap_set(fm, &(struct flow_entry){.conn = 11,
+                                                      .proto = SIP_TRANSPORT_TLS,
+                                                      .peer = a,
+                                                      .register_ms = 2}),
+                 0);
     cr_assert_eq(flowmap_count(fm), 1, "a replace must not add a second node");
     cr_assert(flowmap_lookup(fm, SIP_TRANSPORT_TLS, &a, &out));
     cr_assert_eq(out.conn, 11);
@@ -111,8 +140,16 @@ Test(flowmap, remove_only_when_the_connection_matches)
     struct flowmap *fm = flowmap_new();
     struct netaddr a = v4("127.0.0.1", 5555), other = v4("127.0.0.1", 5556);
     struct flow_entry out;
-    cr_assert_eq(flowmap_set(fm, &(struct flow_entry){.conn = 10, .proto = SIP_TRANSPORT_TLS, .peer = a, .register_ms = 1}), 0);
-    cr_assert_eq(flowmap_set(fm, &(struct flow_entry){.conn = 11, .proto = SIP_TRANSPORT_TLS, .peer = a, .register_ms = 2}), 0);
+    cr_assert_eq(flowmap_set(fm, &(struct flow_entry){.conn = 10,
+                                                      .proto = SIP_TRANSPORT_TLS,
+                                                      .peer = a,
+                                                      .register_ms = 1}),
+                 0);
+    cr_assert_eq(flowmap_set(fm, &(struct flow_entry){.conn = 11,
+                                                      .proto = SIP_TRANSPORT_TLS,
+                                                      .peer = a,
+                                                      .register_ms = 2}),
+                 0);
     /* the old connection closes after the phone re-registered: no effect */
     flowmap_remove(fm, SIP_TRANSPORT_TLS, &a, 10);
     cr_assert(flowmap_lookup(fm, SIP_TRANSPORT_TLS, &a, &out), "stale close removed the entry");
@@ -127,7 +164,11 @@ Test(flowmap, remove_only_when_the_connection_matches)
     cr_assert_eq(flowmap_count(fm), 0);
     /* removing what is not there is harmless */
     flowmap_remove(fm, SIP_TRANSPORT_TLS, &a, 11);
-    cr_assert_eq(flowmap_set(fm, &(struct flow_entry){.conn = 12, .proto = SIP_TRANSPORT_TLS, .peer = a, .register_ms = 3}), 0);
+    cr_assert_eq(flowmap_set(fm, &(struct flow_entry){.conn = 12,
+                                                      .proto = SIP_TRANSPORT_TLS,
+                                                      .peer = a,
+                                                      .register_ms = 3}),
+                 0);
     cr_assert(flowmap_lookup(fm, SIP_TRANSPORT_TLS, &a, &out));
     cr_assert_eq(out.conn, 12);
     flowmap_free(fm);
@@ -140,8 +181,11 @@ Test(flowmap, many_entries_survive_resizes)
     for (int i = 0; i < N; i++) {
         struct netaddr a = v4("10.0.0.1", 1 + i % 60000);
         a.in4.sin_addr.s_addr = htonl(0x0a000000u + (uint32_t)(i / 60000));
-        cr_assert_eq(
-            flowmap_set(fm, &(struct flow_entry){.conn = (uint64_t)i + 1, .proto = SIP_TRANSPORT_TLS, .peer = a, .register_ms = 0}), 0);
+        cr_assert_eq(flowmap_set(fm, &(struct flow_entry){.conn = (uint64_t)i + 1,
+                                                          .proto = SIP_TRANSPORT_TLS,
+                                                          .peer = a,
+                                                          .register_ms = 0}),
+                     0);
     }
     cr_assert_eq(flowmap_count(fm), N);
     for (int i = 0; i < N; i += 7) {
@@ -240,7 +284,8 @@ static void *flow_stress_thread(void *arg)
         unsigned what = (unsigned)(r >> 40) % 10;
         if (what < 3) { /* insert or replace */
             uint64_t c = stress_conn(key, s->t, op);
-            e = (struct flow_entry){.conn = c, .proto = SIP_TRANSPORT_TLS, .peer = a, .register_ms = ~c};
+            e = (struct flow_entry){
+                .conn = c, .proto = SIP_TRANSPORT_TLS, .peer = a, .register_ms = ~c};
             if (flowmap_set(s->fm, &e) != 0) fail(s, "set failed");
             if (on_own)
                 own[k] = c;
