@@ -79,10 +79,10 @@ static const struct cli_opt cli_opts[] = {
     {"dns-server", OPT_DNS_SERVER, "HOST[:PORT]",
      "DNS server, IP literal; repeatable, up to 4\n(default: the system resolver)"},
     {"oos-check", OPT_OOS_CHECK, "SEC",
-     "OPTIONS probe interval to the active upstream,\n1..3600 (default: 5; accepted, not active "
-     "yet:\na transaction timeout switches upstreams)"},
+     "OPTIONS probe interval to the active upstream,\n1..3600 (default: 5)"},
     {"oos-force", OPT_OOS_FORCE, "SEC",
-     "probe interval while no upstream answers,\n1..3600 (default: 5; accepted, not active yet)"},
+     "probe interval (and probe time limit) while the\nactive upstream does not answer, 1..3600 "
+     "(default: 5)"},
     {"max-connections", OPT_MAX_CONNECTIONS, "N",
      "accepted TCP/TLS connections per process,\n1..4194304 (default: 65536)"},
     {"max-message-size", OPT_MAX_MESSAGE_SIZE, "BYTES",

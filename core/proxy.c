@@ -33,6 +33,8 @@ struct upstream {
     struct netaddr addr;
     char host[256];
     int port;
+    bool down;    /* its last OPTIONS probe (or a transaction) went unanswered */
+    bool probing; /* a probe is in flight */
 };
 
 struct proxy_worker {
@@ -48,6 +50,8 @@ struct proxy_worker {
     uint64_t stat_absorbed, stat_local_replies, stat_forwarded, stat_timeouts;
     struct txn *linger_head[2], *linger_tail[2]; /* [0] UDP, [1] streams */
     struct timer sweep;
+    struct timer probe; /* OPTIONS service-state checks of the upstreams */
+    uint32_t probe_seq;
     bool dns_replay; /* processing a request again after its DNS answer */
     int dns_status;  /* that answer's status */
     struct dns_target dns_targets[DNS_MAX_TARGETS]; /* and its targets */
@@ -377,6 +381,7 @@ static int parse_upstream(const char *text, struct upstream *up)
 }
 
 static void on_sweep(struct worker *w, struct timer *t);
+static void on_probe(struct worker *w, struct timer *t);
 
 int proxy_worker_init(struct worker *w)
 {
@@ -395,6 +400,7 @@ int proxy_worker_init(struct worker *w)
         return -ENOMEM;
     }
     timer_init(&p->sweep, on_sweep);
+    timer_init(&p->probe, on_probe);
     p->lim.max_msg_size = w->cfg->max_message_size;
     p->lim.max_headers = MAX_HDRS;
     p->registrar = w->cfg->registrar;
@@ -412,6 +418,7 @@ int proxy_worker_init(struct worker *w)
     p->flows = shared.flows;
     p->key = &shared.key;
     w->proxy = p;
+    if (p->nup) timer_arm(w, &p->probe, 100); /* first check right after start */
     return 0;
 }
 
@@ -419,6 +426,7 @@ void proxy_worker_cleanup(struct worker *w)
 {
     if (!w->proxy) return;
     timer_cancel(&w->proxy->sweep);
+    timer_cancel(&w->proxy->probe);
     txn_table_cleanup(&w->proxy->txns);
     free(w->proxy);
     w->proxy = NULL;
@@ -594,6 +602,11 @@ static void send_cancel(struct worker *w, struct txn *x)
     x->cancelled = true;
 }
 
+/* ---- upstream service state (ARCHITECTURE §5) ----------------------------- */
+
+static void upstream_state(struct worker *w, unsigned i, bool up);
+static void on_probe(struct worker *w, struct timer *t);
+
 /* ---- timers ----------------------------------------------------------- */
 
 /* Frees the lingering transactions whose time is up. One timer for all of
@@ -658,17 +671,20 @@ static void on_timeout(struct worker *w, struct timer *t)
 {
     struct txn *x = (struct txn *)((char *)t - offsetof(struct txn, t_timeout));
     struct proxy_worker *p = w->proxy;
+    if (x->probe) {
+        p->up[x->upstream_idx].probing = false;
+        upstream_state(w, x->upstream_idx, false);
+        x->state = TXN_COMPLETED;
+        linger(w, x);
+        return;
+    }
     if (x->state == TXN_COMPLETED) {
         /* Timer H: no ACK for our non-2xx response */
         linger(w, x);
         return;
     }
-    if (x->to_upstream && p->nup == 2 && x->upstream_idx == p->active && !x->provisional_seen) {
-        /* the active SIP Server did not answer: switch and retry on the other */
-        p->active ^= 1;
-        LOG_W("upstream %s:%d timed out, switching to %s:%d", p->up[x->upstream_idx].host,
-              p->up[x->upstream_idx].port, p->up[p->active].host, p->up[p->active].port);
-    }
+    if (x->to_upstream && x->upstream_idx == p->active && !x->provisional_seen)
+        upstream_state(w, x->upstream_idx, false); /* the active SIP Server did not answer */
     p->stat_timeouts++;
     if (x->invite && x->provisional_seen && !x->cancelled) send_cancel(w, x); /* Timer C */
     if (!x->invite || !x->resp_status || x->resp_status < 200) {
@@ -703,6 +719,107 @@ static void arm_timers(struct worker *w, struct txn *x)
         timer_arm(w, &x->t_retx, T1_MS);
     }
     timer_arm(w, &x->t_timeout, 64 * T1_MS); /* Timer B / F */
+}
+
+/* Records whether upstream i answered, and picks the one in service: the
+ * active one while it answers, else the other one if it does. */
+static void upstream_state(struct worker *w, unsigned i, bool up)
+{
+    struct proxy_worker *p = w->proxy;
+    struct upstream *u = &p->up[i];
+    if (u->down == !up) return;
+    u->down = !up;
+    if (!up)
+        LOG_W("upstream %s:%d (%s) is not answering", u->host, u->port, i ? "backup" : "primary");
+    else
+        LOG_I("upstream %s:%d (%s) answers again", u->host, u->port, i ? "backup" : "primary");
+    unsigned other = i ^ 1;
+    if (!up && i == p->active && p->nup == 2 && !p->up[other].down) {
+        p->active = other;
+        LOG_W("switching to upstream %s:%d", p->up[other].host, p->up[other].port);
+    } else if (up && p->up[p->active].down) {
+        p->active = i;
+        LOG_W("switching to upstream %s:%d", u->host, u->port);
+    }
+}
+
+static bool upstream_in_service(const struct proxy_worker *p)
+{
+    return p->nup > 0 && !p->up[p->active].down;
+}
+
+/* Sends an OPTIONS to upstream i over its own transport, as a client
+ * transaction of this worker (its answer comes back by our branch). */
+static void send_probe(struct worker *w, unsigned i)
+{
+    struct proxy_worker *p = w->proxy;
+    struct upstream *u = &p->up[i];
+    char key[64];
+    int kn = snprintf(key, sizeof key, "probe|%u|%u", i, ++p->probe_seq);
+    int l = pick_listener(w, u->proto, u->addr.sa.sa_family);
+    if (l < 0) l = pick_listener(w, u->proto, AF_UNSPEC);
+    if (l < 0 || u->probing) return;
+    struct txn *x = txn_new(&p->txns, key, (size_t)kn);
+    if (!x) return;
+    timer_init(&x->t_retx, on_retx);
+    timer_init(&x->t_timeout, on_timeout);
+    x->probe = true;
+    x->method = SIP_METHOD_OPTIONS;
+    x->state = TXN_TRYING;
+    x->upstream_idx = (uint8_t)i;
+    x->out_proto = u->proto;
+    x->out_listener = u->proto == SIP_TRANSPORT_UDP ? l : -1;
+    x->out_dst = u->addr;
+    const char *host = worker_listener_host(w, (unsigned)l);
+    int port = worker_listener_port(w, (unsigned)l);
+    char uh[NETADDR_STRLEN];
+    netaddr_str(&u->addr, uh, sizeof uh);
+    x->branch_len = (uint8_t)snprintf(x->branch, sizeof x->branch, BRANCH_PREFIX "%02x%06x%08x%08x",
+                                      w->id & 0xff, x->slot & 0xffffff, x->gen, 0u);
+    char req[1024];
+    int n = snprintf(req, sizeof req,
+                     "OPTIONS sip:%s;transport=%s SIP/2.0\r\n"
+                     "Via: SIP/2.0/%s %s:%d;branch=%s\r\n"
+                     "Max-Forwards: 70\r\n"
+                     "From: <sip:sipedge@%s:%d>;tag=se%02x%08x\r\n"
+                     "To: <sip:%s>\r\n"
+                     "Call-ID: probe-%02x-%08x@%s\r\n"
+                     "CSeq: %u OPTIONS\r\n"
+                     "User-Agent: sipedge/" SIPEDGE_VERSION "\r\n"
+                     "Content-Length: 0\r\n\r\n",
+                     uh, proto_lc(u->proto), sipuri_transport_str(u->proto), host, port, x->branch,
+                     host, port, w->id & 0xff, p->probe_seq, uh, w->id & 0xff, p->probe_seq, host,
+                     p->probe_seq);
+    if (n < 0 || (size_t)n >= sizeof req || !(x->req = malloc((size_t)n))) {
+        txn_free(&p->txns, x);
+        return;
+    }
+    memcpy(x->req, req, (size_t)n);
+    x->req_len = (uint32_t)n;
+    u->probing = true;
+    if (send_downstream(w, x, x->req, x->req_len) < 0) {
+        u->probing = false;
+        upstream_state(w, i, false);
+        x->state = TXN_COMPLETED;
+        linger(w, x);
+        return;
+    }
+    arm_timers(w, x);
+    /* a probe waits at most one --oos-force period, not Timer F's 32 s */
+    unsigned wait_s = w->cfg->oos_force_s ? w->cfg->oos_force_s : 5;
+    timer_arm(w, &x->t_timeout, (uint64_t)(wait_s < 32 ? wait_s : 32) * 1000);
+}
+
+/* Every --oos-check seconds the active upstream is asked; while it does not
+ * answer, both are asked every --oos-force seconds. */
+static void on_probe(struct worker *w, struct timer *t)
+{
+    struct proxy_worker *p = w->proxy;
+    bool trouble = p->up[p->active].down;
+    for (unsigned i = 0; i < p->nup; i++)
+        if (i == p->active || trouble || p->up[i].down) send_probe(w, i);
+    unsigned s = trouble ? w->cfg->oos_force_s : w->cfg->oos_check_s;
+    timer_arm(w, &p->probe, (uint64_t)(s ? s : 5) * 1000);
 }
 
 /* ---- the registrar --------------------------------------------------- */
@@ -1393,7 +1510,13 @@ static void handle_request(struct worker *w, const struct rx_info *rx, struct si
         forward_request(w, rx, m, buf, len, &rp, key, key_len);
         return;
     }
-    /* 5. from an endpoint: to the SIP Server in service */
+    /* 5. from an endpoint: to the SIP Server in service, 503 when none is */
+    if (!upstream_in_service(p)) {
+        char ra[48];
+        snprintf(ra, sizeof ra, "Retry-After: %u\r\n", w->cfg->oos_force_s);
+        reply(w, rx, m, 503, "No SIP Server In Service", ra);
+        return;
+    }
     plan_upstream(p, &rp);
     forward_request(w, rx, m, buf, len, &rp, key, key_len);
 }
@@ -1466,11 +1589,11 @@ static void handle_response(struct worker *w, const struct rx_info *rx, struct s
         }
         return;
     }
-    if (m->count[SIP_HDR_VIA] < 2) {
-        w->stats.dropped++;
+    struct txn *x = txn_find_slot(&p->txns, slot, gen);
+    if (m->count[SIP_HDR_VIA] < 2 && !(x && x->probe)) {
+        w->stats.dropped++; /* nothing to relay it to */
         return;
     }
-    struct txn *x = txn_find_slot(&p->txns, slot, gen);
     if (!x) {
         /* late 2xx retransmissions for INVITE still go upstream */
         if (m->cseq_method == SIP_METHOD_INVITE && m->status >= 200 && m->status < 300)
@@ -1480,6 +1603,18 @@ static void handle_response(struct worker *w, const struct rx_info *rx, struct s
         return;
     }
     int code = m->status;
+    if (x->probe) {
+        /* any final answer, even 404 or 405, says the SIP Server is alive */
+        if (code >= 200 && x->state != TXN_COMPLETED) {
+            p->up[x->upstream_idx].probing = false;
+            upstream_state(w, x->upstream_idx, true);
+            x->state = TXN_COMPLETED;
+            linger(w, x);
+        } else if (code < 200) {
+            timer_cancel(&x->t_retx);
+        }
+        return;
+    }
     if (code < 200) {
         if (x->state == TXN_COMPLETED) return;
         x->state = TXN_PROCEEDING;

@@ -31,6 +31,7 @@ struct txn {
     bool cancelled;
     bool ack_seen;
     bool to_upstream; /* the next hop is the configured upstream */
+    bool probe;       /* our own OPTIONS to an upstream: no server side */
     uint8_t upstream_idx;
 
     /* server side: where responses go */

@@ -77,6 +77,7 @@ step() {
 calls="$py $here/run_sipp_calls.py --proxy $proxy"
 [ "$proxy" = sipedge ] && step "tls: every leg, mutual TLS, reload, handshake timeout" 300 $py "$here/test_tls.py"
 [ "$proxy" = sipedge ] && step "sticky flows: Kamailio registrar, 2-instance pool, TLS phones" 300 $py "$here/test_sticky.py"
+[ "$proxy" = sipedge ] && step "upstream failover by OPTIONS probes" 150 $py "$here/test_upstream_ha.py"
 if [ "$proxy" = sipedge ]; then
   step "torture corpus (udp, tcp, tcp byte by byte)" 900 $py "$here/test_torture.py"
 fi
