@@ -55,7 +55,8 @@ def run_one(args, proxy_name):
         if proxy_name == "sipedge":
             proxy = lib.start_sipedge(h, [("udp", HOST, proxy_port)], upstream=upstream,
                                       workers=args.workers,
-                                      extra=["--log-level", "warn"])
+                                      extra=["--log-level", "warn",
+                                             "--oos-check", "3600", "--oos-force", "3600"])
         else:
             proxy = lib.start_kamailio(h, proxy_port, upstream, children=args.workers,
                                        host=HOST, shm_mb=args.kamailio_shm_mb,

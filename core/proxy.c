@@ -418,7 +418,9 @@ int proxy_worker_init(struct worker *w)
     p->flows = shared.flows;
     p->key = &shared.key;
     w->proxy = p;
-    if (p->nup) timer_arm(w, &p->probe, 100); /* first check right after start */
+    /* the first check comes one --oos-check period after start */
+    if (p->nup)
+        timer_arm(w, &p->probe, (uint64_t)(w->cfg->oos_check_s ? w->cfg->oos_check_s : 5) * 1000);
     return 0;
 }
 

@@ -404,6 +404,14 @@ def case_c(env):
     for i, r in enumerate(rs):
         expect(r is not None and r.code == 200,
                f"via the verified upstream, request {i + 1}: {r.code if r else 'no answer'}")
+    def probes():
+        with good.lock:
+            return [m for m in good.msgs
+                    if m.method == "OPTIONS" and "sipedge@" in m.get("from", "")]
+    # --oos-check 1: a service-state probe comes within a few seconds (bounded wait)
+    dl = lib.Deadline(10)
+    while not probes() and not dl.expired():
+        time.sleep(0.05)
     with good.lock:
         # each worker owns its connection to the upstream and keeps it for
         # its OPTIONS service-state probes too: at most one per worker
@@ -676,7 +684,8 @@ def main():
                 env.mutual = start_instance(h, "mutual", env.certs,
                                             srv + common + ["--tls-mutual"])
                 env.upg = start_instance(h, "upg", env.certs,
-                                         srv + common + ["-u", env.up_good.uri])
+                                         srv + common + ["-u", env.up_good.uri,
+                                                         "--oos-check", "1"])
                 env.upb = start_instance(h, "upb", env.certs,
                                          srv + common + ["-u", env.up_bad.uri])
                 env.expect_min = {"main": {}, "mutual": {}, "upg": {"handshakes": 1},
