@@ -698,11 +698,9 @@ static void on_timeout(struct worker *w, struct timer *t)
         if (sipmsg_parse(x->req, x->req_len, &m, hdrs, &lim, SIPMSG_DATAGRAM) > 0 &&
             m.count[SIP_HDR_VIA] > 1) {
             hdrs[m.first[SIP_HDR_VIA]].kind = SIP_HDR_OTHER; /* skip our Via */
-            struct rx_info rx = x->rx;
-            ssize_t n = build_reply(&m, &rx, 408, NULL, NULL, p->aux, OUT_CAP);
-            /* the original top Via already has received/rport: strip the
-             * duplicates build_reply would add by building from rx with no
-             * differences: acceptable, they carry the same values */
+            /* the sender's Via in our copy already carries received/rport,
+             * so build_reply adds neither a second time */
+            ssize_t n = build_reply(&m, &x->rx, 408, NULL, NULL, p->aux, OUT_CAP);
             if (n > 0) {
                 server_send(w, x, p->aux, (size_t)n);
                 keep_response(x, p->aux, (size_t)n, 408);

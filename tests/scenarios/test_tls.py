@@ -404,18 +404,18 @@ def case_c(env):
     for i, r in enumerate(rs):
         expect(r is not None and r.code == 200,
                f"via the verified upstream, request {i + 1}: {r.code if r else 'no answer'}")
-    def probes():
+    def probes_seen():
         with good.lock:
             return [m for m in good.msgs
                     if m.method == "OPTIONS" and "sipedge@" in m.get("from", "")]
     # --oos-check 1: a service-state probe comes within a few seconds (bounded wait)
     dl = lib.Deadline(10)
-    while not probes() and not dl.expired():
+    while not probes_seen() and not dl.expired():
         time.sleep(0.05)
+    probes = probes_seen()
     with good.lock:
         # each worker owns its connection to the upstream and keeps it for
         # its OPTIONS service-state probes too: at most one per worker
-        probes = [m for m in good.msgs if m.method == "OPTIONS" and "sipedge@" in m.get("from", "")]
         expect(1 <= good.handshakes_ok <= 2, f"good upstream saw {good.handshakes_ok} handshakes "
                                               "(want connections reused, one per worker at most)")
         expect(probes, "no OPTIONS service-state probe reached the TLS upstream over TLS")
