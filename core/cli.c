@@ -23,6 +23,7 @@ enum {
     OPT_HELP = 'h',
     OPT_VERSION = 'V',
     OPT_ADVERTISE = 256,
+    OPT_WORKER_PORTS,
     OPT_PEER,
     OPT_REGISTRAR,
     OPT_FLOW_SECRET,
@@ -59,6 +60,12 @@ static const struct cli_opt cli_opts[] = {
      "and tls:127.0.0.1:5061 with --tls-cert)"},
     {"advertise", OPT_ADVERTISE, "HOST",
      "host written into Via, Record-Route and Path\n(default: the listener's address)"},
+    {"worker-ports", OPT_WORKER_PORTS, "auto|off|BASE",
+     "each worker's private UDP port per udp listener, named in\n"
+     "the Via of the requests it forwards so their responses come\n"
+     "straight back to it: auto = picked by the kernel, BASE =\n"
+     "BASE + k * workers + worker for the k-th udp listener\n"
+     "(default: auto)"},
     {"upstream", OPT_UPSTREAM, "URI",
      "SIP Server: sip:IP[:PORT][;transport=udp|tcp|tls]\n"
      "or sips:IP; twice = primary then backup\n"
@@ -369,6 +376,18 @@ static int apply(struct config *cfg, int id, const char *arg)
         if (!copy_str(cfg->dns_servers[cfg->ndns], sizeof(cfg->dns_servers[0]), arg))
             return bad(id, "too long");
         cfg->ndns++;
+        return 0;
+    }
+    case OPT_WORKER_PORTS: {
+        unsigned base;
+        if (strcmp(arg, "auto") == 0)
+            cfg->worker_ports = 0;
+        else if (strcmp(arg, "off") == 0)
+            cfg->worker_ports = -1;
+        else if (parse_uint(arg, 1024, 65535, &base))
+            cfg->worker_ports = (int)base;
+        else
+            return bad(id, "expected auto, off or a port number in 1024..65535");
         return 0;
     }
     case OPT_OOS_CHECK:

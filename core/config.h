@@ -29,6 +29,7 @@ struct config {
     struct listen_cfg listen[CONFIG_MAX_LISTEN];
     unsigned nlisten;
     char advertise[256];   /* empty: the listener's own address */
+    int worker_ports;      /* private UDP ports: -1 off, 0 picked by the kernel, else base */
     char upstream[2][512]; /* primary, backup; empty when absent */
     unsigned nupstream;
     struct peer_cfg peers[CONFIG_MAX_PEERS];

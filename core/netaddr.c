@@ -93,6 +93,19 @@ size_t netaddr_ip_str(const struct netaddr *a, char *buf, size_t cap)
 
     if (cap == 0) return 0;
     buf[0] = '\0';
+    if (a->sa.sa_family == AF_INET && cap >= INET_ADDRSTRLEN) {
+        /* dotted quad without stdio: this runs for every forwarded request */
+        const uint8_t *q = (const uint8_t *)&a->in4.sin_addr;
+        size_t n = 0;
+        for (int i = 0; i < 4; i++) {
+            unsigned v = q[i];
+            if (v >= 100) buf[n++] = (char)('0' + v / 100);
+            if (v >= 10) buf[n++] = (char)('0' + v / 10 % 10);
+            buf[n++] = (char)('0' + v % 10);
+            buf[n++] = i < 3 ? '.' : '\0';
+        }
+        return n - 1;
+    }
     if (a->sa.sa_family == AF_INET)
         src = &a->in4.sin_addr;
     else if (a->sa.sa_family == AF_INET6)

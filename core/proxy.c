@@ -142,7 +142,7 @@ static bool is_local(const struct worker *w, struct slice host, int port)
             ls = slice_make(lh + 1, ls.len - 2);
         int lp = worker_listener_port(w, i);
         int p = port ? port : default_port(w->cfg->listen[i].proto);
-        if (p == lp && slice_case_eq(host, ls)) return true;
+        if ((p == lp || worker_is_private_port(w, i, p)) && slice_case_eq(host, ls)) return true;
     }
     return false;
 }
@@ -166,18 +166,6 @@ static int uri_target(const struct sip_uri *u, uint8_t *proto, struct netaddr *d
     if (netaddr_from_ip(dst, host, u->port ? u->port : default_port(p)) < 0) return -EHOSTUNREACH;
     *proto = p;
     return 0;
-}
-
-/* "Name: <sip:[token@]host:port;transport=x;lr[;ob]>\r\n" for one of our listeners. */
-static int own_uri_line(const struct worker *w, const char *name, int listener, uint8_t proto,
-                        const char *token, bool ob, char *out, size_t cap)
-{
-    const char *host = worker_listener_host(w, (unsigned)listener);
-    int port = worker_listener_port(w, (unsigned)listener);
-    int n =
-        snprintf(out, cap, "%s: <sip:%s%s%s:%d;transport=%s;lr%s>\r\n", name, token ? token : "",
-                 token ? "@" : "", host, port, proto_lc(proto), ob ? ";ob" : "");
-    return n < 0 || (size_t)n >= cap ? 0 : n;
 }
 
 /* ---- replies built by sipedge --------------------------------------- */
@@ -217,6 +205,46 @@ static void putf(struct buf *b, const char *fmt, ...)
         b->overflow = true;
     else
         b->len += (size_t)n;
+}
+
+/* printf-free pieces for the per-message paths */
+static void put_u(struct buf *b, unsigned long v)
+{
+    char t[20];
+    size_t n = 0;
+    do {
+        t[sizeof t - ++n] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    put(b, t + sizeof t - n, n);
+}
+static void put_hex(struct buf *b, uint64_t v, int digits)
+{
+    static const char hex[] = "0123456789abcdef";
+    char t[16];
+    for (int i = digits - 1; i >= 0; i--, v >>= 4)
+        t[i] = hex[v & 15];
+    put(b, t, (size_t)digits);
+}
+
+/* "Name: <sip:[token@]host:port;transport=x;lr[;ob]>\r\n" for one of our listeners. */
+static int own_uri_line(const struct worker *w, const char *name, int listener, uint8_t proto,
+                        const char *token, bool ob, char *out, size_t cap)
+{
+    struct buf b = {out, 0, cap, false};
+    puts_(&b, name);
+    puts_(&b, ": <sip:");
+    if (token) {
+        puts_(&b, token);
+        put(&b, "@", 1);
+    }
+    puts_(&b, worker_listener_host(w, (unsigned)listener));
+    put(&b, ":", 1);
+    put_u(&b, (unsigned)worker_listener_port(w, (unsigned)listener));
+    puts_(&b, ";transport=");
+    puts_(&b, proto_lc(proto));
+    puts_(&b, ob ? ";lr;ob>\r\n" : ";lr>\r\n");
+    return b.overflow ? 0 : (int)b.len;
 }
 
 /* A deterministic To-tag for our own replies, so retransmitted requests get
@@ -281,7 +309,11 @@ static ssize_t build_reply(const struct sip_msg *m, const struct rx_info *rx, in
                            const char *warning, const char *extra, char *out, size_t cap)
 {
     struct buf b = {out, 0, cap, false};
-    putf(&b, "SIP/2.0 %d %s\r\n", code, reason_of(code));
+    puts_(&b, "SIP/2.0 ");
+    put_u(&b, (unsigned)code);
+    put(&b, " ", 1);
+    puts_(&b, reason_of(code));
+    put(&b, "\r\n", 2);
     bool top = true;
     for (unsigned i = 0; i < m->nhdrs; i++) {
         const struct sip_hdr *h = &m->hdrs[i];
@@ -295,10 +327,14 @@ static ssize_t build_reply(const struct sip_msg *m, const struct rx_info *rx, in
                 size_t iplen = netaddr_ip_str(&rx->src, ip, sizeof ip);
                 if (sipuri_parse_via(h->value, &v) == 0) {
                     bool differs = !slice_eq(v.host, slice_make(ip, iplen));
-                    if (v.received.len == 0 && (differs || v.has_rport))
-                        putf(&b, ";received=%s", ip);
-                    if (v.has_rport && v.rport.len == 0)
-                        putf(&b, ";rport=%d", netaddr_port(&rx->src));
+                    if (v.received.len == 0 && (differs || v.has_rport)) {
+                        puts_(&b, ";received=");
+                        put(&b, ip, iplen);
+                    }
+                    if (v.has_rport && v.rport.len == 0) {
+                        puts_(&b, ";rport=");
+                        put_u(&b, (unsigned)netaddr_port(&rx->src));
+                    }
                 }
                 top = false;
             }
@@ -316,8 +352,10 @@ static ssize_t build_reply(const struct sip_msg *m, const struct rx_info *rx, in
             puts_(&b, "To: ");
             puts_sl(&b, h->value);
             struct sip_addr a;
-            if (code > 100 && sipuri_parse_addr(h->value, &a) == 0 && a.tag.ptr == NULL)
-                putf(&b, ";tag=se%08x", reply_tag(m));
+            if (code > 100 && sipuri_parse_addr(h->value, &a) == 0 && a.tag.ptr == NULL) {
+                puts_(&b, ";tag=se");
+                put_hex(&b, reply_tag(m), 8);
+            }
             puts_(&b, "\r\n");
             break;
         }
@@ -471,12 +509,16 @@ static size_t server_key(const struct sip_msg *m, const struct sip_via *v, struc
         puts_sl(&b, v->branch);
         put(&b, "|", 1);
         puts_sl(&b, v->host_raw);
-        putf(&b, ":%d|", v->port);
+        put(&b, ":", 1);
+        put_u(&b, (unsigned)v->port);
+        put(&b, "|", 1);
     } else {
         struct sip_addr from;
         const struct sip_hdr *f = sipmsg_hdr(m, SIP_HDR_FROM);
         puts_sl(&b, m->call_id);
-        putf(&b, "|%u|", m->cseq);
+        put(&b, "|", 1);
+        put_u(&b, m->cseq);
+        put(&b, "|", 1);
         if (f && sipuri_parse_addr(f->value, &from) == 0) puts_sl(&b, from.tag);
         put(&b, "|", 1);
         puts_sl(&b, m->ruri);
@@ -768,10 +810,11 @@ static void send_probe(struct worker *w, unsigned i)
     x->state = TXN_TRYING;
     x->upstream_idx = (uint8_t)i;
     x->out_proto = u->proto;
-    x->out_listener = u->proto == SIP_TRANSPORT_UDP ? l : -1;
+    x->out_listener = u->proto == SIP_TRANSPORT_UDP ? l | WORKER_SEND_PRIVATE : -1;
     x->out_dst = u->addr;
     const char *host = worker_listener_host(w, (unsigned)l);
-    int port = worker_listener_port(w, (unsigned)l);
+    int port = u->proto == SIP_TRANSPORT_UDP ? worker_via_port(w, (unsigned)l)
+                                             : worker_listener_port(w, (unsigned)l);
     char uh[NETADDR_STRLEN];
     netaddr_str(&u->addr, uh, sizeof uh);
     x->branch_len = (uint8_t)snprintf(x->branch, sizeof x->branch, BRANCH_PREFIX "%02x%06x%08x%08x",
@@ -1012,7 +1055,9 @@ static void forward_request(struct worker *w, const struct rx_info *rx, const st
         x->rx = *rx;
         response_dst(m, rx, &x->resp_dst);
         x->out_proto = rp->proto;
-        x->out_listener = rp->proto == SIP_TRANSPORT_UDP ? out_l : -1;
+        /* over UDP the request leaves from, and its Via names, this
+         * worker's private port: the responses come back to this worker */
+        x->out_listener = rp->proto == SIP_TRANSPORT_UDP ? out_l | WORKER_SEND_PRIVATE : -1;
         x->out_dst = rp->dst;
         x->out_conn = rp->conn;
         x->to_upstream = rp->to_upstream;
@@ -1021,27 +1066,37 @@ static void forward_request(struct worker *w, const struct rx_info *rx, const st
     }
 
     /* our Via */
-    char via[256];
+    char via[512];
     const char *host = worker_listener_host(w, (unsigned)out_l);
-    int port = worker_listener_port(w, (unsigned)out_l);
+    int port = x && rp->proto == SIP_TRANSPORT_UDP ? worker_via_port(w, (unsigned)out_l)
+                                                   : worker_listener_port(w, (unsigned)out_l);
     uint32_t lh = loop_hash(m);
-    int vn;
+    struct buf vb = {via, 0, sizeof via, false};
+    puts_(&vb, "Via: SIP/2.0/");
+    puts_(&vb, sipuri_transport_str(rp->proto));
+    put(&vb, " ", 1);
+    puts_(&vb, host);
+    put(&vb, ":", 1);
+    put_u(&vb, (unsigned)port);
+    puts_(&vb, ";branch=");
     if (x) {
-        vn = snprintf(via, sizeof via,
-                      "Via: SIP/2.0/%s %s:%d;branch=" BRANCH_PREFIX "%02x%06x%08x%08x\r\n",
-                      sipuri_transport_str(rp->proto), host, port, w->id & 0xff, x->slot & 0xffffff,
-                      x->gen, lh);
-        x->branch_len =
-            (uint8_t)snprintf(x->branch, sizeof x->branch, BRANCH_PREFIX "%02x%06x%08x%08x",
-                              w->id & 0xff, x->slot & 0xffffff, x->gen, lh);
+        struct buf bb = {x->branch, 0, sizeof x->branch, false};
+        put(&bb, BRANCH_PREFIX, BRANCH_PREFIX_LEN);
+        put_hex(&bb, w->id & 0xff, 2);
+        put_hex(&bb, x->slot & 0xffffff, 6);
+        put_hex(&bb, x->gen, 8);
+        put_hex(&bb, lh, 8);
+        x->branch_len = (uint8_t)bb.len;
+        put(&vb, x->branch, bb.len);
     } else {
         /* stateless: derived from the incoming branch, stable across retransmissions */
         struct sip_via tv;
         sipuri_parse_via(sipmsg_hdr(m, SIP_HDR_VIA)->value, &tv);
-        uint64_t h = fnv(FNV_INIT, tv.branch);
-        vn = snprintf(via, sizeof via, "Via: SIP/2.0/%s %s:%d;branch=z9hG4bKSa%016llx\r\n",
-                      sipuri_transport_str(rp->proto), host, port, (unsigned long long)h);
+        puts_(&vb, "z9hG4bKSa");
+        put_hex(&vb, fnv(FNV_INIT, tv.branch), 16);
     }
+    put(&vb, "\r\n", 2);
+    int vn = vb.overflow ? 0 : (int)vb.len;
 
     struct rewrite rw;
     rewrite_init(&rw, buf, m->msg_len < len ? m->msg_len : len);

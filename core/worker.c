@@ -53,6 +53,7 @@
 #define TAG_DNS         3ull /* a c-ares socket of dns/; the rest is the fd */
 #define TAG_MASK        ((1ull << TAG_SHIFT) - 1)
 #define LISTENER_TAG(i) ((TAG_LISTENER << TAG_SHIFT) | (i))
+#define PRIVATE_BIT     (1u << 16) /* in a listener tag: the worker's private UDP socket */
 
 #define container_of(p, type, member) ((type *)(void *)((char *)(p)-offsetof(type, member)))
 
@@ -132,6 +133,12 @@ struct worker_rt {
     bool proxy_ready;
     bool drained; /* stream listeners closed */
     struct wlistener lis[CONFIG_MAX_LISTEN];
+    /* UDP listeners: this worker's private socket on the listener's address
+     * (-1: none) and its port, written before the threads start. Requests
+     * the worker forwards leave from it and name it in Via, so their
+     * responses come back to this worker instead of crossing a ring. */
+    int priv_fd[CONFIG_MAX_LISTEN];
+    uint16_t priv_port[CONFIG_MAX_LISTEN];
     unsigned ring_next;  /* producer whose ring is drained first next turn */
     struct tls_ctx *tls; /* for new handshakes; NULL: no TLS */
 
@@ -994,10 +1001,9 @@ static bool only_crlf(const char *p, size_t len)
     return true;
 }
 
-static void udp_read(struct worker *w, unsigned li)
+static void udp_read(struct worker *w, unsigned li, int fd)
 {
     struct worker_rt *rt = w->rt;
-    int fd = rt->lis[li].fd;
     char a[NETADDR_STRLEN];
 
     for (int b = 0; b < UDP_BATCHES_PER_EVT; b++) {
@@ -1053,12 +1059,19 @@ static int udp_send(struct worker *w, int listener, const struct netaddr *dst, c
     struct wlistener *l = NULL;
     char a[NETADDR_STRLEN];
     ssize_t n;
+    int fd;
 
     if (listener >= 0) {
+        bool priv = listener & WORKER_SEND_PRIVATE;
+        listener &= ~WORKER_SEND_PRIVATE;
         if ((unsigned)listener >= cfg->nlisten || cfg->listen[listener].proto != SIP_TRANSPORT_UDP)
             return -EINVAL;
         if (cfg->listen[listener].addr.sa.sa_family != dst->sa.sa_family) return -EAFNOSUPPORT;
         l = &w->rt->lis[listener];
+        if (priv && w->rt->priv_fd[listener] >= 0) {
+            fd = w->rt->priv_fd[listener];
+            goto send;
+        }
     } else {
         for (unsigned i = 0; i < cfg->nlisten && !l; i++)
             if (cfg->listen[i].proto == SIP_TRANSPORT_UDP &&
@@ -1067,7 +1080,9 @@ static int udp_send(struct worker *w, int listener, const struct netaddr *dst, c
         if (!l) return -EAFNOSUPPORT;
     }
     if (l->fd < 0) return -ENOTCONN;
-    n = sendto(l->fd, buf, len, MSG_DONTWAIT, &dst->sa, dst->len);
+    fd = l->fd;
+send:
+    n = sendto(fd, buf, len, MSG_DONTWAIT, &dst->sa, dst->len);
     if (n < 0) {
         int err = errno;
         STAT_INC(w, dropped);
@@ -1367,9 +1382,14 @@ static void dispatch(struct worker *w, const struct epoll_event *ev)
         conn_event(w, ev->data.u64, ev->events);
         break;
     case TAG_LISTENER:
+        if (val & PRIVATE_BIT) {
+            val &= ~(uint64_t)PRIVATE_BIT;
+            udp_read(w, (unsigned)val, w->rt->priv_fd[val]);
+            break;
+        }
         if (w->rt->lis[val].fd < 0) break;
         if (w->rt->lis[val].proto == SIP_TRANSPORT_UDP)
-            udp_read(w, (unsigned)val);
+            udp_read(w, (unsigned)val, w->rt->lis[val].fd);
         else
             accept_conns(w, (unsigned)val);
         break;
@@ -1463,6 +1483,9 @@ static int register_fds(struct worker *w)
 
     for (unsigned i = 0; i < w->cfg->nlisten; i++) {
         err = epoll_set(w, EPOLL_CTL_ADD, rt->lis[i].fd, EPOLLIN, LISTENER_TAG(i));
+        if (err < 0) return err;
+        if (rt->priv_fd[i] < 0) continue;
+        err = epoll_set(w, EPOLL_CTL_ADD, rt->priv_fd[i], EPOLLIN, LISTENER_TAG(i | PRIVATE_BIT));
         if (err < 0) return err;
     }
     return epoll_set(w, EPOLL_CTL_ADD, rt->evfd, EPOLLIN, (TAG_EVENTFD << TAG_SHIFT));
@@ -1568,6 +1591,32 @@ static int open_listener(const struct listen_cfg *l, int *out)
     return 0;
 }
 
+/* Worker id's private socket for UDP listener l: the listener's address,
+ * port `port` (0: one the kernel picks). Sets *port to the bound port. */
+static int open_private(const struct listen_cfg *l, uint16_t *port, int *out)
+{
+    struct netaddr a = l->addr;
+    socklen_t alen = a.len;
+    int fd, one = 1, err;
+
+    if (a.sa.sa_family == AF_INET)
+        a.in4.sin_port = htons(*port);
+    else
+        a.in6.sin6_port = htons(*port);
+    fd = socket(a.sa.sa_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    if ((a.sa.sa_family == AF_INET6 &&
+         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0) ||
+        bind(fd, &a.sa, a.len) < 0 || getsockname(fd, &a.sa, &alen) < 0) {
+        err = -errno;
+        close(fd);
+        return err;
+    }
+    *port = (uint16_t)netaddr_port(&a);
+    *out = fd;
+    return 0;
+}
+
 /* The CPUs this process may run on, in order; worker i gets cpus[i % n]. */
 static unsigned allowed_cpus(int *cpus, unsigned max)
 {
@@ -1596,6 +1645,8 @@ static void worker_destroy(struct worker *w)
     rt = w->rt;
     for (unsigned i = 0; i < CONFIG_MAX_LISTEN; i++)
         if (rt->lis[i].fd >= 0) close(rt->lis[i].fd);
+    for (unsigned i = 0; i < CONFIG_MAX_LISTEN; i++)
+        if (rt->priv_fd[i] >= 0) close(rt->priv_fd[i]);
     if (rt->epfd >= 0) close(rt->epfd);
     if (rt->evfd >= 0) close(rt->evfd);
     free(rt->slots);
@@ -1637,6 +1688,7 @@ static int worker_create(struct runtime *run, unsigned id, int cpu, struct worke
     rt->free_head = SLOT_NONE;
     for (unsigned i = 0; i < CONFIG_MAX_LISTEN; i++) {
         rt->lis[i].fd = -1;
+        rt->priv_fd[i] = -1;
         timer_init(&rt->lis[i].resume, listener_resume);
     }
     *out = w;
@@ -1659,6 +1711,27 @@ static int worker_create(struct runtime *run, unsigned id, int cpu, struct worke
         }
         rt->lis[i].proto = l->proto;
         has_udp |= l->proto == SIP_TRANSPORT_UDP;
+    }
+    /* private ports: the k-th UDP listener's socket of worker id gets
+     * BASE + k * workers + id, or a port the kernel picks */
+    for (unsigned i = 0, k = 0; i < cfg->nlisten && cfg->worker_ports >= 0; i++) {
+        const struct listen_cfg *l = &cfg->listen[i];
+        if (l->proto != SIP_TRANSPORT_UDP) continue;
+        uint32_t port = cfg->worker_ports > 0 ? (uint32_t)cfg->worker_ports + k * run->n + id : 0;
+        k++;
+        if (port > 65535) {
+            LOG_E("--worker-ports %d: worker %u's port for udp:%s is above 65535",
+                  cfg->worker_ports, id, addr_s(&l->addr, a));
+            return -ERANGE;
+        }
+        rt->priv_port[i] = (uint16_t)port;
+        err = open_private(l, &rt->priv_port[i], &rt->priv_fd[i]);
+        if (err < 0) {
+            LOG_E("worker %u: cannot open its private port %u on udp:%s: %s", id, port,
+                  addr_s(&l->addr, a), strerror(-err));
+            return err;
+        }
+        LOG_D("worker %u: private udp port %u on %s", id, rt->priv_port[i], l->host);
     }
 
     rt->lim.max_msg_size = cfg->max_message_size;
@@ -1893,4 +1966,22 @@ int worker_listener_port(const struct worker *w, unsigned listener)
 {
     if (listener >= w->cfg->nlisten) return -EINVAL;
     return netaddr_port(&w->cfg->listen[listener].addr);
+}
+
+int worker_via_port(const struct worker *w, unsigned listener)
+{
+    if (listener >= w->cfg->nlisten) return -EINVAL;
+    if (w->rt->priv_fd[listener] >= 0) return w->rt->priv_port[listener];
+    return netaddr_port(&w->cfg->listen[listener].addr);
+}
+
+bool worker_is_private_port(const struct worker *w, unsigned listener, int port)
+{
+    const struct runtime *run = w->rt->run;
+    if (listener >= w->cfg->nlisten || port <= 0) return false;
+    for (unsigned i = 0; i < run->n; i++)
+        if (run->w[i] && run->w[i]->rt->priv_fd[listener] >= 0 &&
+            run->w[i]->rt->priv_port[listener] == port)
+            return true;
+    return false;
 }

@@ -135,6 +135,18 @@ void worker_conn_close(struct worker *w, conn_ref c);
 const char *worker_listener_host(const struct worker *w, unsigned listener);
 int worker_listener_port(const struct worker *w, unsigned listener);
 
+/* The port this worker writes into the Via of requests it forwards on
+ * listener: its private UDP port when it has one (--worker-ports), else the
+ * listener's port. Send such requests with WORKER_SEND_PRIVATE so they leave
+ * from that port too. -EINVAL for a bad index. */
+int worker_via_port(const struct worker *w, unsigned listener);
+/* True when port is some worker's private port on listener (so a Via
+ * carrying it is ours). Any worker thread. */
+bool worker_is_private_port(const struct worker *w, unsigned listener, int port);
+/* Or'ed into worker_send's UDP listener: send from this worker's private
+ * port of that listener (the shared socket when it has none). */
+#define WORKER_SEND_PRIVATE 0x10000
+
 /* True once the SIGTERM drain started: stream listeners are closed and the
  * proxy should turn new requests away. Owner thread. */
 bool worker_draining(const struct worker *w);

@@ -99,6 +99,18 @@ def raise_on_sigterm():
     signal.signal(signal.SIGHUP, on_term)
 
 
+def run_case(results, name, fn):
+    """Runs one test case fn() (its return value is the note), prints
+    "PASS name: note" or "FAIL name: error", appends the outcome to results."""
+    try:
+        note = fn()
+        results.append(True)
+        print(f"PASS {name}: {note}", flush=True)
+    except Exception as e:  # noqa: BLE001 - report and go on
+        results.append(False)
+        print(f"FAIL {name}: {e}", flush=True)
+
+
 class Deadline:
     def __init__(self, seconds):
         self.end = time.monotonic() + seconds
@@ -175,6 +187,24 @@ def free_port(host="127.0.0.1", kinds=("udp", "tcp")):
             _handed_out.add(p)
             return p
     raise RuntimeError("no free loopback port found")
+
+
+def free_port_block(n, host="127.0.0.1", kinds=("udp",)):
+    """The first of n consecutive ports, all free like free_port()'s (for
+    sipedge --worker-ports BASE: one private port per worker)."""
+    lo_eph, _ = _ephemeral_range()
+    lo, hi = 20000, min(lo_eph - 1, 32000) - n
+    if hi <= lo:
+        lo, hi = 10000, 19999 - n
+    for _ in range(500):
+        p = random.randint(lo, hi)
+        block = range(p, p + n)
+        if any(q in _handed_out for q in block):
+            continue
+        if all(bindable(q, host, kinds) for q in block):
+            _handed_out.update(block)
+            return p
+    raise RuntimeError("no block of free loopback ports found")
 
 
 def port_bound(port, proto="udp", host="127.0.0.1"):
@@ -1056,6 +1086,25 @@ def group_members(pgid):
         except (OSError, IndexError, ValueError):
             continue
     return out
+
+
+def group_cpu_times(pgid):
+    """(user seconds, system seconds, number of processes) summed like
+    group_cpu_seconds()."""
+    user = system = 0.0
+    n = 0
+    for pid in group_members(pgid):
+        try:
+            f = _stat_fields(pid)
+        except OSError:
+            continue
+        user += int(f[11]) / CLK_TCK
+        system += int(f[12]) / CLK_TCK
+        if pid == pgid:
+            user += int(f[13]) / CLK_TCK
+            system += int(f[14]) / CLK_TCK
+        n += 1
+    return user, system, n
 
 
 def group_cpu_seconds(pgid):

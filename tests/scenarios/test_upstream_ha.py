@@ -22,13 +22,7 @@ results = []
 
 
 def case(name, fn):
-    try:
-        note = fn()
-        results.append(True)
-        print(f"PASS {name}: {note}", flush=True)
-    except Exception as e:  # noqa: BLE001 - report and go on
-        results.append(False)
-        print(f"FAIL {name}: {e}", flush=True)
+    lib.run_case(results, name, fn)
 
 
 def send_message(port, n):
