@@ -4,7 +4,7 @@
  * consumer woken by eventfd exactly as core/worker.c does it).
  *
  *   bench_flowmap [--entries N] [--seconds S] [--samples N] [--cpu A,B]
- *                 [--only lookup|ring]
+ *                 [--only lookup|ring|memlat]
  * Bounded: each lookup run lasts --seconds (default 2), each ring run takes
  * --samples handovers (default 200000 busy, a tenth of that sleeping). */
 #include <errno.h>
@@ -162,6 +162,47 @@ static void bench_lookups(size_t entries, double seconds, const int *cpus)
     }
     flowmap_free(fm);
     free(keys);
+}
+
+/* ---- memory latency ------------------------------------------------------ */
+
+/* What one dependent cache miss costs on this machine: a pointer chase
+ * through a random cyclic permutation of 64-byte lines over 1, 4, 16 and 64
+ * MiB (a cds_lfht lookup is 2-3 such dependent loads: bucket, node(s)). */
+static void bench_memlat(const int *cpus)
+{
+    static const size_t mib[] = {1, 4, 16, 64};
+    int pin_err = pin_to(cpus[0]);
+    for (size_t k = 0; k < sizeof mib / sizeof mib[0]; k++) {
+        size_t n = (mib[k] << 20) / 64;
+        char *m = aligned_alloc(64, n * 64);
+        size_t *perm = malloc(n * sizeof *perm);
+        if (!m || !perm) {
+            fprintf(stderr, "out of memory\n");
+            exit(1);
+        }
+        uint64_t rnd = 0x2545f4914f6cdd1dull;
+        for (size_t i = 0; i < n; i++)
+            perm[i] = i;
+        for (size_t i = n - 1; i > 0; i--) {
+            size_t j = xorshift(&rnd) % (i + 1), t = perm[i];
+            perm[i] = perm[j];
+            perm[j] = t;
+        }
+        for (size_t i = 0; i < n; i++)
+            *(void **)(m + perm[i] * 64) = m + perm[(i + 1) % n] * 64;
+        void *p = m + perm[0] * 64;
+        size_t loads = 10 * 1000 * 1000;
+        uint64_t t0 = now_ns();
+        for (size_t i = 0; i < loads; i++)
+            p = *(void **)p;
+        uint64_t t1 = now_ns();
+        printf("memory latency: %zu MiB working set: %.1f ns per dependent load%s%s\n", mib[k],
+               (double)(t1 - t0) / (double)loads, pin_err ? " (not pinned)" : "",
+               p == NULL ? " !" : "");
+        free(perm);
+        free(m);
+    }
 }
 
 /* ---- cross-worker ring handover ---------------------------------------- */
@@ -322,7 +363,7 @@ int main(int argc, char **argv)
         default:
             fprintf(stderr,
                     "usage: %s [--entries N] [--seconds S] [--samples N] [--cpu A,B] "
-                    "[--only lookup|ring]\n",
+                    "[--only lookup|ring|memlat]\n",
                     argv[0]);
             return c == 'h' ? 0 : 2;
         }
@@ -334,6 +375,7 @@ int main(int argc, char **argv)
     locmap_thread_register();
     if (!only || strcmp(only, "lookup") == 0) bench_lookups(entries, seconds, cpus);
     if (!only || strcmp(only, "ring") == 0) bench_ring(samples, cpus);
+    if (!only || strcmp(only, "memlat") == 0) bench_memlat(cpus);
     locmap_thread_unregister();
     return 0;
 }
