@@ -1088,25 +1088,6 @@ def group_members(pgid):
     return out
 
 
-def group_cpu_times(pgid):
-    """(user seconds, system seconds, number of processes) summed like
-    group_cpu_seconds()."""
-    user = system = 0.0
-    n = 0
-    for pid in group_members(pgid):
-        try:
-            f = _stat_fields(pid)
-        except OSError:
-            continue
-        user += int(f[11]) / CLK_TCK
-        system += int(f[12]) / CLK_TCK
-        if pid == pgid:
-            user += int(f[13]) / CLK_TCK
-            system += int(f[14]) / CLK_TCK
-        n += 1
-    return user, system, n
-
-
 def group_cpu_seconds(pgid):
     """utime+stime summed over every live process of a process group (all of
     Kamailio's forked children), plus cutime+cstime of the leader for
