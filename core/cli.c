@@ -71,7 +71,10 @@ static const struct cli_opt cli_opts[] = {
      "or sips:IP; twice = primary then backup\n"
      "(default: none, the built-in registrar answers)"},
     {"peer", OPT_PEER, "DOMAIN=URI",
-     "proxy for a peer site's DOMAIN; repeatable, up to 16\n(accepted, not active yet)"},
+     "requests whose Request-URI host is DOMAIN go to that\n"
+     "peer site's proxy, URI = sip:IP[:PORT][;transport=udp|tcp|tls]\n"
+     "or sips:IP; requests from it are routed by Request-URI;\n"
+     "repeatable, up to 16 (default: none)"},
     {"registrar", OPT_REGISTRAR, NULL,
      "built-in registrar/location service\n(default: on when no --upstream)"},
     {"flow-secret", OPT_FLOW_SECRET, "FILE",
@@ -95,7 +98,8 @@ static const struct cli_opt cli_opts[] = {
     {"max-message-size", OPT_MAX_MESSAGE_SIZE, "BYTES",
      "largest SIP message, 512..1048576 (default: 65535)"},
     {"overload-dialog-rate", OPT_OVERLOAD_DIALOG_RATE, "N",
-     "INVITE/s above which new INVITEs get 503,\n0 = off (default: 0; accepted, not active yet)"},
+     "new INVITEs per second (all workers together) above\n"
+     "which new INVITEs get 503, 0 = off (default: 0)"},
     {"stats-listen", OPT_STATS_LISTEN, "HOST:PORT",
      "management HTTP address\n(default: off; accepted, not active yet)"},
     {"stats-tls", OPT_STATS_TLS, NULL,
@@ -218,6 +222,17 @@ static bool valid_sip_uri(const char *s)
     return *s != '\0' && *s != ';' && *s != ':' && printable(s);
 }
 
+/* sipedge reaches its SIP Server and peer sites by address: the host of
+ * their URI must be an IP literal (or localhost). */
+static bool uri_host_is_ip(const char *s)
+{
+    struct sip_uri u;
+    struct netaddr a;
+    if (sipuri_parse(slice_make(s, strlen(s)), &u) < 0) return false;
+    struct slice host = u.maddr.len ? u.maddr : u.host;
+    return slice_case_eq_lit(host, "localhost") || netaddr_from_ip(&a, host, 5060) == 0;
+}
+
 /* Checks FILE can be opened for reading now; the reason goes to *why. */
 static bool readable_file(const char *path, bool need_content, const char **why)
 {
@@ -333,6 +348,8 @@ static int apply(struct config *cfg, int id, const char *arg)
         if (!valid_sip_uri(arg) ||
             !copy_str(cfg->upstream[cfg->nupstream], sizeof(cfg->upstream[0]), arg))
             return bad(id, "expected a sip: or sips: URI");
+        if (!uri_host_is_ip(arg))
+            return bad(id, "the host must be an IP address (DNS names are not supported here yet)");
         cfg->nupstream++;
         return 0;
     case OPT_PEER: {
@@ -346,6 +363,9 @@ static int apply(struct config *cfg, int id, const char *arg)
         if (!printable(p->domain) || !valid_sip_uri(eq + 1) ||
             !copy_str(p->uri, sizeof(p->uri), eq + 1))
             return bad(id, "expected DOMAIN=URI with a sip: or sips: URI");
+        if (!uri_host_is_ip(eq + 1))
+            return bad(id, "the URI's host must be an IP address (DNS names are not supported "
+                           "here yet)");
         cfg->npeers++;
         return 0;
     }

@@ -33,12 +33,13 @@ static void log_startup(const struct config *cfg)
     }
     LOG_I("sipedge %s: %u workers, listening on %s%s", SIPEDGE_VERSION, cfg->workers, list,
           cfg->registrar ? ", registrar on" : "");
+    for (unsigned i = 0; i < cfg->npeers; i++)
+        LOG_I("peer site %s: requests for it go to %s", cfg->peers[i].domain, cfg->peers[i].uri);
+    if (cfg->overload_dialog_rate)
+        LOG_I("new INVITEs above %u/s get 503", cfg->overload_dialog_rate);
     /* flags of the contract that this version parses but does not act on */
-    if (cfg->npeers) LOG_W("--peer is accepted but not active in this version");
     if (cfg->stats_listen[0] || cfg->stats_tls)
         LOG_W("--stats-listen/--stats-tls are accepted but not active in this version");
-    if (cfg->overload_dialog_rate)
-        LOG_W("--overload-dialog-rate is accepted but not active in this version");
 }
 
 /* Builds one TLS context per worker from the files cfg names (file I/O: this

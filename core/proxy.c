@@ -41,13 +41,16 @@ struct proxy_worker {
     struct txn_table txns;
     struct upstream up[2];
     unsigned nup;
-    unsigned active; /* index of the upstream in service */
+    unsigned active;                        /* index of the upstream in service */
+    struct upstream peer[CONFIG_MAX_PEERS]; /* --peer: peer[i] serves cfg->peers[i].domain */
+    unsigned npeer;
     struct locmap *loc;
     struct flowmap *flows;
     const struct flowtoken_key *key;
     bool registrar;
     struct sipmsg_limits lim;
     uint64_t stat_absorbed, stat_local_replies, stat_forwarded, stat_timeouts;
+    uint64_t stat_overload; /* new INVITEs turned away by --overload-dialog-rate */
     struct txn *linger_head[2], *linger_tail[2]; /* [0] UDP, [1] streams */
     struct timer sweep;
     struct timer probe; /* OPTIONS service-state checks of the upstreams */
@@ -69,6 +72,10 @@ static struct shared {
     struct flowmap *flows;    /* phone address + transport -> connection */
     struct flowtoken_key key; /* flow token HMAC key */
     int rc;
+    /* --overload-dialog-rate: new INVITEs admitted in the current second,
+     * counted by every worker (one atomic add per new INVITE) */
+    _Alignas(64) _Atomic uint64_t ovl_second;
+    _Atomic uint32_t ovl_count;
 } shared;
 static pthread_once_t shared_once = PTHREAD_ONCE_INIT;
 static const struct config *shared_cfg;
@@ -452,6 +459,16 @@ int proxy_worker_init(struct worker *w)
         }
         p->nup++;
     }
+    for (unsigned i = 0; i < w->cfg->npeers; i++) {
+        if (parse_upstream(w->cfg->peers[i].uri, &p->peer[p->npeer]) < 0) {
+            LOG_E("--peer %s=%s: only sip:/sips: URIs with a literal IP address are supported",
+                  w->cfg->peers[i].domain, w->cfg->peers[i].uri);
+            txn_table_cleanup(&p->txns);
+            free(p);
+            return -EINVAL;
+        }
+        p->npeer++;
+    }
     p->loc = shared.loc;
     p->flows = shared.flows;
     p->key = &shared.key;
@@ -465,6 +482,12 @@ int proxy_worker_init(struct worker *w)
 void proxy_worker_cleanup(struct worker *w)
 {
     if (!w->proxy) return;
+    const struct proxy_worker *p = w->proxy;
+    LOG_I("proxy: forwarded %llu, retransmissions absorbed %llu, own replies %llu, "
+          "timeouts %llu, new INVITEs over --overload-dialog-rate %llu",
+          (unsigned long long)p->stat_forwarded, (unsigned long long)p->stat_absorbed,
+          (unsigned long long)p->stat_local_replies, (unsigned long long)p->stat_timeouts,
+          (unsigned long long)p->stat_overload);
     timer_cancel(&w->proxy->sweep);
     timer_cancel(&w->proxy->probe);
     txn_table_cleanup(&w->proxy->txns);
@@ -981,21 +1004,41 @@ struct route_plan {
     struct netaddr flow_peer;
 };
 
+/* Did rx come from this SIP Server or peer proxy? */
+static bool from_host(const struct rx_info *rx, const struct upstream *u)
+{
+    if (netaddr_eq(&rx->src, &u->addr)) return true;
+    /* a SIP Server may open its own stream connection from any port */
+    if (rx->proto != SIP_TRANSPORT_UDP) {
+        struct netaddr a = rx->src, b = u->addr;
+        if (a.sa.sa_family == AF_INET && b.sa.sa_family == AF_INET &&
+            a.in4.sin_addr.s_addr == b.in4.sin_addr.s_addr &&
+            (ntohl(a.in4.sin_addr.s_addr) >> 24) != 127)
+            return true;
+    }
+    return false;
+}
+
+/* From the SIP Server or a peer site (trusted: routed by Request-URI), as
+ * opposed to an endpoint. */
 static bool from_upstream(const struct worker *w, const struct rx_info *rx)
 {
     const struct proxy_worker *p = w->proxy;
-    for (unsigned i = 0; i < p->nup; i++) {
-        if (netaddr_eq(&rx->src, &p->up[i].addr)) return true;
-        /* a SIP Server may open its own stream connection from any port */
-        if (rx->proto != SIP_TRANSPORT_UDP) {
-            struct netaddr a = rx->src, b = p->up[i].addr;
-            if (a.sa.sa_family == AF_INET && b.sa.sa_family == AF_INET &&
-                a.in4.sin_addr.s_addr == b.in4.sin_addr.s_addr &&
-                (ntohl(a.in4.sin_addr.s_addr) >> 24) != 127)
-                return true;
-        }
-    }
+    for (unsigned i = 0; i < p->nup; i++)
+        if (from_host(rx, &p->up[i])) return true;
+    for (unsigned i = 0; i < p->npeer; i++)
+        if (from_host(rx, &p->peer[i])) return true;
     return false;
+}
+
+/* The --peer whose DOMAIN is the Request-URI's host, or -1. */
+static int peer_for(const struct worker *w, struct slice host)
+{
+    for (unsigned i = 0; i < w->proxy->npeer; i++) {
+        const char *d = w->cfg->peers[i].domain;
+        if (slice_case_eq(host, slice_make(d, strlen(d)))) return (int)i;
+    }
+    return -1;
 }
 
 /* RFC 5626: the UA said "Supported: outbound". */
@@ -1238,6 +1281,21 @@ static bool via_loops(const struct worker *w, const struct sip_msg *m, uint32_t 
 
 static void process(struct worker *w, const struct rx_info *rx, char *buf, size_t len);
 
+/* --overload-dialog-rate N: at most N new INVITEs per wall-clock second over
+ * all workers (the count restarts when the second changes; two workers
+ * crossing the boundary together may each restart it, so a second can admit
+ * a few more than N). */
+static bool dialog_rate_admits(const struct worker *w)
+{
+    unsigned limit = w->cfg->overload_dialog_rate;
+    if (limit == 0) return true;
+    uint64_t sec = w->now_ms / 1000;
+    uint64_t cur = atomic_load_explicit(&shared.ovl_second, memory_order_relaxed);
+    if (cur != sec && atomic_compare_exchange_strong(&shared.ovl_second, &cur, sec))
+        atomic_store_explicit(&shared.ovl_count, 0, memory_order_relaxed);
+    return atomic_fetch_add_explicit(&shared.ovl_count, 1, memory_order_relaxed) < limit;
+}
+
 /* Next hop: the SIP Server in service. */
 static void plan_upstream(const struct proxy_worker *p, struct route_plan *rp)
 {
@@ -1414,6 +1472,14 @@ static void handle_request(struct worker *w, const struct rx_info *rx, struct si
         reply(w, rx, m, 482, NULL, NULL);
         return;
     }
+    if (m->method == SIP_METHOD_INVITE && !has_to_tag(m) && !p->dns_replay &&
+        !dialog_rate_admits(w)) {
+        p->stat_overload++;
+        LOG_RL(LOG_WARN, "new INVITE turned away: above --overload-dialog-rate %u/s",
+               w->cfg->overload_dialog_rate);
+        reply(w, rx, m, 503, "Overloaded", NULL);
+        return;
+    }
 
     struct route_plan rp;
     memset(&rp, 0, sizeof rp);
@@ -1540,7 +1606,17 @@ static void handle_request(struct worker *w, const struct rx_info *rx, struct si
             return;
         }
     }
-    /* 4. from the SIP Server (or with no SIP Server): to the Request-URI */
+    /* a peer site's domain (--peer DOMAIN=URI): to that site's proxy, unless
+     * the request comes from it (then it is for us to deliver, rule 4) */
+    int pi = peer_for(w, ruri.host);
+    if (pi >= 0 && !from_host(rx, &p->peer[pi])) {
+        rp.proto = p->peer[pi].proto;
+        rp.dst = p->peer[pi].addr;
+        forward_request(w, rx, m, buf, len, &rp, key, key_len);
+        return;
+    }
+    /* 4. from the SIP Server or a peer site (or with no SIP Server): to the
+     * Request-URI */
     if (upstream_src || p->nup == 0) {
         if (local_ruri) {
             reply(w, rx, m, 404, NULL, NULL);

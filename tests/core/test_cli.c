@@ -112,9 +112,11 @@ Test(cli_files, every_documented_flag_is_accepted)
                           "-u",
                           "sip:10.0.0.1:5060;transport=tcp",
                           "--upstream",
-                          "sips:sip.example.com",
+                          "sips:10.0.0.2",
                           "--peer",
-                          "b.example.com=sips:edge.b.example.com",
+                          "b.example.com=sips:10.0.1.1",
+                          "--worker-ports",
+                          "15060",
                           "--registrar",
                           "--flow-secret",
                           cert_path,
@@ -158,10 +160,11 @@ Test(cli_files, every_documented_flag_is_accepted)
     cr_assert_eq(cfg.listen[2].proto, SIP_TRANSPORT_TLS);
     cr_assert_str_eq(cfg.advertise, "edge.example.com");
     cr_assert_eq(cfg.nupstream, 2);
-    cr_assert_str_eq(cfg.upstream[1], "sips:sip.example.com");
+    cr_assert_str_eq(cfg.upstream[1], "sips:10.0.0.2");
     cr_assert_eq(cfg.npeers, 1);
     cr_assert_str_eq(cfg.peers[0].domain, "b.example.com");
-    cr_assert_str_eq(cfg.peers[0].uri, "sips:edge.b.example.com");
+    cr_assert_str_eq(cfg.peers[0].uri, "sips:10.0.1.1");
+    cr_assert_eq(cfg.worker_ports, 15060);
     cr_assert(cfg.registrar);
     cr_assert_str_eq(cfg.tls_ca, cert_path);
     cr_assert(cfg.tls_mutual);
@@ -215,10 +218,14 @@ Test(cli_files, bad_flags_exit_2_with_one_line_naming_the_flag)
         {{"--advertise", "a b"}, "--advertise"},
         {{"-u", "http://x"}, "--upstream"},
         {{"-u", "sip:"}, "--upstream"},
+        {{"-u", "sips:sip.example.com"}, "--upstream"},
         {{"-u", "sip:a", "-u", "sip:b", "-u", "sip:c"}, "--upstream"},
         {{"--peer", "example.com"}, "--peer"},
         {{"--peer", "=sip:x"}, "--peer"},
         {{"--peer", "example.com=mailto:x"}, "--peer"},
+        {{"--peer", "b.example.com=sips:edge.b.example.com"}, "--peer"},
+        {{"--worker-ports", "80"}, "--worker-ports"},
+        {{"--worker-ports", "sometimes"}, "--worker-ports"},
         {{"--registrar=yes"}, "--registrar"},
         {{"--flow-secret", "/nonexistent/key"}, "--flow-secret"},
         {{"--flow-secret", empty_path}, "--flow-secret"},
@@ -269,6 +276,7 @@ Test(cli, help_lists_every_documented_flag)
         "-w, --workers",
         "-l, --listen",
         "--advertise",
+        "--worker-ports",
         "-u, --upstream",
         "--peer",
         "--registrar",

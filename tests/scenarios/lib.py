@@ -111,6 +111,26 @@ def run_case(results, name, fn):
         print(f"FAIL {name}: {e}", flush=True)
 
 
+def run_cases(title, bound, cases):
+    """The main() of a scenario test made of independent cases: runs each
+    (name, fn) with run_case() under one global time bound, prints
+    "N passed, M failed" and returns the exit status (77: no sipedge)."""
+    if not have_sipedge():
+        print("0 passed, 0 failed (sipedge binary missing)")
+        return 77
+    raise_on_sigterm()
+    results = []
+    try:
+        with time_bound(bound, title):
+            for name, fn in cases:
+                run_case(results, name, fn)
+    except (GlobalTimeout, Terminated) as e:
+        results.append(False)
+        print(f"FAIL {e}")
+    print(f"{sum(results)} passed, {len(results) - sum(results)} failed")
+    return 0 if all(results) else 1
+
+
 class Deadline:
     def __init__(self, seconds):
         self.end = time.monotonic() + seconds
@@ -821,6 +841,37 @@ class Sink:
             except OSError:
                 pass
             s.close()
+
+
+class SinkAnswerer:
+    """Answers the requests a Sink records, like a SIP Server would: each
+    one whose method is in `codes` (method -> status) gets that response,
+    sent from the sink's UDP socket to the top Via's sent-by (RFC 3261
+    §18.2.2). Stop with stop()."""
+
+    def __init__(self, sink, codes):
+        self.sink, self.codes, self.done, self.stopping = sink, dict(codes), set(), False
+        self.t = threading.Thread(target=self._loop, daemon=True)
+        self.t.start()
+
+    def _loop(self):
+        def todo(m):
+            return m.method in self.codes and id(m) not in self.done
+        while not self.stopping:
+            self.sink.wait_for(todo, 0.2)
+            for m in self.sink.matching(todo):
+                self.done.add(id(m))
+                v = parse_via(m.values("via")[0])
+                code = self.codes[m.method]
+                try:
+                    self.sink.udp.sendto(build_response(m, code, "OK" if code == 200 else "Busy",
+                                                        to_tag=new_tag()), (v[1], v[2]))
+                except OSError:
+                    pass
+
+    def stop(self):
+        self.stopping = True
+        self.t.join(2)
 
 
 # ---------------------------------------------------------------- proxies

@@ -17,51 +17,21 @@ Prints one line per case and "N passed, M failed"."""
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import lib  # noqa: E402
 
 HOST = "127.0.0.1"
 CLIENTS = 40
-results = []
-
-
-def case(name, fn):
-    lib.run_case(results, name, fn)
-
-
-class Answerer:
-    """Answers every MESSAGE the sink records with 200, sent from the sink's
-    UDP socket to the top Via's sent-by."""
-
-    def __init__(self, sink):
-        self.sink, self.done, self.stop = sink, set(), False
-        self.t = threading.Thread(target=self.loop, daemon=True)
-        self.t.start()
-
-    def loop(self):
-        while not self.stop:
-            self.sink.wait_for(lambda m: m.method == "MESSAGE" and id(m) not in self.done, 0.2)
-            for m in self.sink.matching(lambda m: m.method == "MESSAGE"):
-                if id(m) in self.done:
-                    continue
-                self.done.add(id(m))
-                v = lib.parse_via(m.values("via")[0])
-                try:
-                    self.sink.udp.sendto(lib.build_response(m, 200, "OK"), (v[1], v[2]))
-                except OSError:
-                    pass
 
 
 def run(extra):
     """Sends CLIENTS MESSAGEs through a fresh sipedge -w 2 with `extra`.
     Returns (forwarded copies, answered count, listener port, handovers)."""
     sink = lib.Sink(HOST)
-    ans = Answerer(sink)
+    ans = lib.SinkAnswerer(sink, {"MESSAGE": 200})
     try:
         with lib.Harness("worker-ports") as h:
             port = lib.free_port(HOST)
@@ -93,7 +63,7 @@ def run(extra):
                 raise AssertionError(f"sipedge exited {p.returncode}")
             return fwd, answered, port, handover
     finally:
-        ans.stop = True
+        ans.stop()
         sink.close()
 
 
@@ -152,21 +122,12 @@ def case_bad_flag():
 
 
 def main():
-    if not lib.have_sipedge():
-        print("0 passed, 0 failed (sipedge binary missing)")
-        return 77
-    lib.raise_on_sigterm()
-    try:
-        with lib.time_bound(120, "test_worker_ports"):
-            case("private ports by default, no crossing", case_auto)
-            case("--worker-ports BASE", case_base)
-            case("--worker-ports off falls back to the ring", case_off)
-            case("--worker-ports bad value", case_bad_flag)
-    except (lib.GlobalTimeout, lib.Terminated) as e:
-        results.append(False)
-        print(f"FAIL {e}")
-    print(f"{sum(results)} passed, {len(results) - sum(results)} failed")
-    return 0 if all(results) else 1
+    return lib.run_cases("test_worker_ports", 120, [
+        ("private ports by default, no crossing", case_auto),
+        ("--worker-ports BASE", case_base),
+        ("--worker-ports off falls back to the ring", case_off),
+        ("--worker-ports bad value", case_bad_flag),
+    ])
 
 
 if __name__ == "__main__":
