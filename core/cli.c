@@ -101,9 +101,11 @@ static const struct cli_opt cli_opts[] = {
      "new INVITEs per second (all workers together) above\n"
      "which new INVITEs get 503, 0 = off (default: 0)"},
     {"stats-listen", OPT_STATS_LISTEN, "HOST:PORT",
-     "management HTTP address\n(default: off; accepted, not active yet)"},
+     "management HTTP address: GET /stats (JSON),\n"
+     "GET /metrics (Prometheus) (default: off)"},
     {"stats-tls", OPT_STATS_TLS, NULL,
-     "serve management over TLS, needs --tls-cert\n(default: off; accepted, not active yet)"},
+     "serve management over TLS with --tls-cert (client\n"
+     "certificates required with --tls-mutual) (default: off)"},
     {"log-level", OPT_LOG_LEVEL, "LEVEL", "error, warn, info or debug (default: info)"},
     {"log-format", OPT_LOG_FORMAT, "FORMAT", "text or json (default: text)"},
     {"help", OPT_HELP, NULL, "print this help and exit"},

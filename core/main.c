@@ -7,6 +7,7 @@
 
 #include "core/config.h"
 #include "core/log.h"
+#include "core/mgmt.h"
 #include "core/sipuri.h"
 #include "core/worker.h"
 #include "tls/tls.h"
@@ -37,9 +38,6 @@ static void log_startup(const struct config *cfg)
         LOG_I("peer site %s: requests for it go to %s", cfg->peers[i].domain, cfg->peers[i].uri);
     if (cfg->overload_dialog_rate)
         LOG_I("new INVITEs above %u/s get 503", cfg->overload_dialog_rate);
-    /* flags of the contract that this version parses but does not act on */
-    if (cfg->stats_listen[0] || cfg->stats_tls)
-        LOG_W("--stats-listen/--stats-tls are accepted but not active in this version");
 }
 
 /* Builds one TLS context per worker from the files cfg names (file I/O: this
@@ -76,6 +74,15 @@ static void tls_reload(const struct config *cfg, uint64_t *generation)
         return;
     }
     ++*generation;
+    if (cfg->stats_tls) {
+        struct tls_ctx *m = tls_ctx_new(cfg, err, sizeof(err));
+        if (m) {
+            m->generation = *generation;
+            mgmt_tls_reload(m);
+        } else {
+            LOG_E("management port keeps its TLS material: %s", err);
+        }
+    }
     if (worker_runtime_tls_reload(fresh))
         LOG_I("TLS material reloaded (generation %llu)", (unsigned long long)*generation);
     else
@@ -155,6 +162,18 @@ int main(int argc, char **argv)
         return 1;
     }
     log_startup(&cfg);
+    if (cfg.stats_listen[0]) {
+        struct tls_ctx *mtls = NULL;
+        if (cfg.stats_tls && !(mtls = tls_ctx_new(&cfg, err, sizeof(err)))) {
+            LOG_E("cannot start the management port: %s", err);
+            worker_runtime_stop();
+            return 1;
+        }
+        if (mgmt_start(&cfg, mtls) < 0) {
+            worker_runtime_stop();
+            return 1;
+        }
+    }
 
     for (;;) {
         sig = wait_signal(&set, -1);
@@ -165,6 +184,7 @@ int main(int argc, char **argv)
         if (sig == SIGTERM || sig == SIGINT) break;
     }
     drain(&set);
+    mgmt_stop();
     worker_runtime_stop();
     LOG_I("stopped");
     return 0;

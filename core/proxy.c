@@ -49,8 +49,6 @@ struct proxy_worker {
     const struct flowtoken_key *key;
     bool registrar;
     struct sipmsg_limits lim;
-    uint64_t stat_absorbed, stat_local_replies, stat_forwarded, stat_timeouts;
-    uint64_t stat_overload; /* new INVITEs turned away by --overload-dialog-rate */
     struct txn *linger_head[2], *linger_tail[2]; /* [0] UDP, [1] streams */
     struct timer sweep;
     struct timer probe; /* OPTIONS service-state checks of the upstreams */
@@ -406,7 +404,7 @@ static void reply(struct worker *w, const struct rx_info *rx, const struct sip_m
     if (n < 0) return;
     struct netaddr dst;
     response_dst(m, rx, &dst);
-    w->proxy->stat_local_replies++;
+    STAT_INC(w, own_replies);
     send_back(w, rx, &dst, w->proxy->aux, (size_t)n);
 }
 
@@ -482,12 +480,11 @@ int proxy_worker_init(struct worker *w)
 void proxy_worker_cleanup(struct worker *w)
 {
     if (!w->proxy) return;
-    const struct proxy_worker *p = w->proxy;
+#define S(f) (unsigned long long)atomic_load_explicit(&w->stats.f, memory_order_relaxed)
     LOG_I("proxy: forwarded %llu, retransmissions absorbed %llu, own replies %llu, "
           "timeouts %llu, new INVITEs over --overload-dialog-rate %llu",
-          (unsigned long long)p->stat_forwarded, (unsigned long long)p->stat_absorbed,
-          (unsigned long long)p->stat_local_replies, (unsigned long long)p->stat_timeouts,
-          (unsigned long long)p->stat_overload);
+          S(forwarded), S(absorbed), S(own_replies), S(timeouts), S(overload));
+#undef S
     timer_cancel(&w->proxy->sweep);
     timer_cancel(&w->proxy->probe);
     txn_table_cleanup(&w->proxy->txns);
@@ -752,7 +749,7 @@ static void on_timeout(struct worker *w, struct timer *t)
     }
     if (x->to_upstream && x->upstream_idx == p->active && !x->provisional_seen)
         upstream_state(w, x->upstream_idx, false); /* the active SIP Server did not answer */
-    p->stat_timeouts++;
+    STAT_INC(w, timeouts);
     if (x->invite && x->provisional_seen && !x->cancelled) send_cancel(w, x); /* Timer C */
     if (!x->invite || !x->resp_status || x->resp_status < 200) {
         /* 408 towards the sender */
@@ -806,6 +803,8 @@ static void upstream_state(struct worker *w, unsigned i, bool up)
         p->active = i;
         LOG_W("switching to upstream %s:%d", u->host, u->port);
     }
+    STAT_SET(w, upstream_active, p->active);
+    STAT_SET(w, upstream_down, (uint64_t)p->up[0].down | (uint64_t)p->up[1].down << 1);
 }
 
 static bool upstream_in_service(const struct proxy_worker *p)
@@ -1248,7 +1247,7 @@ static void forward_request(struct worker *w, const struct rx_info *rx, const st
         worker_send(w, rp->proto, out_listener, &rp->dst, rp->conn,
                     rp->tls_name[0] ? rp->tls_name : NULL, p->out, (size_t)n, &used);
     }
-    p->stat_forwarded++;
+    STAT_INC(w, forwarded);
 }
 
 static bool unknown_proxy_require(const struct sip_msg *m, char *extra, size_t cap)
@@ -1378,7 +1377,7 @@ static void handle_request(struct worker *w, const struct rx_info *rx, struct si
     struct proxy_worker *p = w->proxy;
     enum sip_err e = sipmsg_validate(m);
     if (e) {
-        w->stats.bad_msgs++;
+        STAT_INC(w, bad_msgs);
         LOG_RL(LOG_INFO, "rejected %.*s: %s", (int)m->method_name.len, m->method_name.ptr,
                sipmsg_err_str(e));
         if (sipmsg_hdr(m, SIP_HDR_VIA) == NULL) return; /* nowhere to answer */
@@ -1408,7 +1407,7 @@ static void handle_request(struct worker *w, const struct rx_info *rx, struct si
             /* ACK for our non-2xx: ends Timer G, absorbed (RFC 3261 §17.2.1) */
             x->ack_seen = true;
             timer_cancel(&x->t_retx);
-            p->stat_absorbed++;
+            STAT_INC(w, absorbed);
             return;
         }
     } else if (m->method == SIP_METHOD_CANCEL) {
@@ -1428,7 +1427,7 @@ static void handle_request(struct worker *w, const struct rx_info *rx, struct si
         struct txn *x = txn_find_key(&p->txns, key, key_len);
         if (x) {
             /* a retransmission: resend what we last sent, if anything */
-            p->stat_absorbed++;
+            STAT_INC(w, absorbed);
             if (x->resp) server_send(w, x, x->resp, x->resp_len);
             return;
         }
@@ -1474,7 +1473,7 @@ static void handle_request(struct worker *w, const struct rx_info *rx, struct si
     }
     if (m->method == SIP_METHOD_INVITE && !has_to_tag(m) && !p->dns_replay &&
         !dialog_rate_admits(w)) {
-        p->stat_overload++;
+        STAT_INC(w, overload);
         LOG_RL(LOG_WARN, "new INVITE turned away: above --overload-dialog-rate %u/s",
                w->cfg->overload_dialog_rate);
         reply(w, rx, m, 503, "Overloaded", NULL);
@@ -1500,7 +1499,7 @@ static void handle_request(struct worker *w, const struct rx_info *rx, struct si
                 rp.has_flow = true;
                 break;
             case FLOWTOKEN_FORGED:
-                w->stats.bad_msgs++;
+                STAT_INC(w, bad_msgs);
                 LOG_RL(LOG_WARN, "forged flow token in Route");
                 reply(w, rx, m, 403, "Invalid Flow Token", NULL);
                 return;
@@ -1663,7 +1662,7 @@ static void forward_response_stateless(struct worker *w, const struct sip_msg *m
     const struct sip_hdr *next = sipmsg_hdr_nth(m, SIP_HDR_VIA, 1);
     struct sip_via nv;
     if (!next || sipuri_parse_via(next->value, &nv) < 0) {
-        w->stats.dropped++;
+        STAT_INC(w, dropped);
         return;
     }
     struct netaddr dst;
@@ -1673,7 +1672,7 @@ static void forward_response_stateless(struct worker *w, const struct sip_msg *m
     int port = nv.port ? nv.port : 5060;
     if (nv.rport.len && slice_to_u64(nv.rport, 65535, &rport)) port = (int)rport;
     if (netaddr_from_ip(&dst, host, port) < 0 || netaddr_is_forbidden(&dst)) {
-        w->stats.dropped++;
+        STAT_INC(w, dropped);
         return;
     }
     struct rewrite rw;
@@ -1694,18 +1693,18 @@ static void handle_response(struct worker *w, const struct rx_info *rx, struct s
     const struct sip_hdr *vh = sipmsg_hdr(m, SIP_HDR_VIA);
     struct sip_via v;
     if (!vh || sipuri_parse_via(vh->value, &v) < 0 || m->count[SIP_HDR_CSEQ] == 0) {
-        w->stats.dropped++;
+        STAT_INC(w, dropped);
         return;
     }
     uint32_t wk, slot, gen, lh;
     if (!branch_decode(v.branch, &wk, &slot, &gen, &lh)) {
-        w->stats.dropped++; /* not a branch of ours */
+        STAT_INC(w, dropped); /* not a branch of ours */
         return;
     }
     if (wk != w->id) {
         /* the transaction lives on another worker: hand the bytes over */
         if (wk >= w->nworkers) {
-            w->stats.dropped++;
+            STAT_INC(w, dropped);
             return;
         }
         struct worker_msg *wm = worker_msg_new(len);
@@ -1716,13 +1715,13 @@ static void handle_response(struct worker *w, const struct rx_info *rx, struct s
         memcpy(wm->data, buf, len);
         if (worker_post(w, wk, wm) < 0) {
             worker_msg_free(wm);
-            w->stats.dropped++;
+            STAT_INC(w, dropped);
         }
         return;
     }
     struct txn *x = txn_find_slot(&p->txns, slot, gen);
     if (m->count[SIP_HDR_VIA] < 2 && !(x && x->probe)) {
-        w->stats.dropped++; /* nothing to relay it to */
+        STAT_INC(w, dropped); /* nothing to relay it to */
         return;
     }
     if (!x) {
@@ -1730,7 +1729,7 @@ static void handle_response(struct worker *w, const struct rx_info *rx, struct s
         if (m->cseq_method == SIP_METHOD_INVITE && m->status >= 200 && m->status < 300)
             forward_response_stateless(w, m, buf);
         else
-            w->stats.dropped++;
+            STAT_INC(w, dropped);
         return;
     }
     int code = m->status;
@@ -1809,7 +1808,7 @@ static void process(struct worker *w, const struct rx_info *rx, char *buf, size_
     unsigned flags = rx->proto == SIP_TRANSPORT_UDP ? SIPMSG_DATAGRAM : 0;
     int r = sipmsg_parse(buf, len, &m, hdrs, &p->lim, flags);
     if (r < 0) {
-        w->stats.bad_msgs++;
+        STAT_INC(w, bad_msgs);
         LOG_RL(LOG_INFO, "malformed message from %s: %s", "peer", sipmsg_err_str(m.err));
         /* a request we can still answer gets 400/505/513; responses are dropped */
         if (m.is_request && m.method_name.len && m.count[SIP_HDR_VIA] &&

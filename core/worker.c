@@ -63,13 +63,6 @@
 #define ASSERT_OWNER(w) ((void)(w))
 #endif
 
-/* Counters have one writer (the owner), so a plain load and store will do. */
-#define STAT_ADD(w, f, n)                                                                          \
-    atomic_store_explicit(&(w)->stats.f,                                                           \
-                          atomic_load_explicit(&(w)->stats.f, memory_order_relaxed) + (n),         \
-                          memory_order_relaxed)
-#define STAT_INC(w, f) STAT_ADD(w, f, 1)
-
 /* TLS connections go CONNECTING (outbound) -> HANDSHAKE -> OPEN; no byte is
  * read as SIP nor written as plaintext before OPEN. */
 enum conn_state { CONN_CONNECTING = 1, CONN_HANDSHAKE, CONN_OPEN, CONN_CLOSED };

@@ -52,7 +52,23 @@ struct worker_stats {
      * failed ones by reason (enum tls_fail; [TLS_FAIL_NONE] stays 0) */
     _Atomic uint64_t tls_handshakes, tls_resumed;
     _Atomic uint64_t tls_fail[TLS_FAIL__COUNT];
+    /* proxy layer */
+    _Atomic uint64_t forwarded;       /* requests relayed */
+    _Atomic uint64_t absorbed;        /* retransmissions absorbed by a transaction */
+    _Atomic uint64_t own_replies;     /* responses sipedge generated itself */
+    _Atomic uint64_t timeouts;        /* client transactions that timed out (408) */
+    _Atomic uint64_t overload;        /* new INVITEs answered 503 by --overload-dialog-rate */
+    _Atomic uint64_t upstream_active; /* gauge: index of the SIP Server in service */
+    _Atomic uint64_t upstream_down;   /* gauge: bit i set = upstream i not answering */
 };
+
+/* Counters have one writer (the owner), so a plain load and store will do. */
+#define STAT_ADD(w, f, n)                                                                          \
+    atomic_store_explicit(&(w)->stats.f,                                                           \
+                          atomic_load_explicit(&(w)->stats.f, memory_order_relaxed) + (n),         \
+                          memory_order_relaxed)
+#define STAT_INC(w, f)    STAT_ADD(w, f, 1)
+#define STAT_SET(w, f, v) atomic_store_explicit(&(w)->stats.f, (v), memory_order_relaxed)
 
 /* A message handed between workers. The receiver owns it and frees it with
  * worker_msg_free(). `data` follows the struct. */
