@@ -67,13 +67,14 @@ static const struct cli_opt cli_opts[] = {
      "BASE + k * workers + worker for the k-th udp listener\n"
      "(default: auto)"},
     {"upstream", OPT_UPSTREAM, "URI",
-     "SIP Server: sip:IP[:PORT][;transport=udp|tcp|tls]\n"
-     "or sips:IP; twice = primary then backup\n"
+     "SIP Server: sip:HOST[:PORT][;transport=udp|tcp|tls]\n"
+     "or sips:HOST; a name resolves per RFC 3263 (NAPTR,\n"
+     "SRV, A/AAAA); twice = primary then backup\n"
      "(default: none, the built-in registrar answers)"},
     {"peer", OPT_PEER, "DOMAIN=URI",
      "requests whose Request-URI host is DOMAIN go to that\n"
-     "peer site's proxy, URI = sip:IP[:PORT][;transport=udp|tcp|tls]\n"
-     "or sips:IP; requests from it are routed by Request-URI;\n"
+     "peer site's proxy, URI = sip:HOST[:PORT][;transport=...]\n"
+     "or sips:HOST; requests from it are routed by Request-URI;\n"
      "repeatable, up to 16 (default: none)"},
     {"registrar", OPT_REGISTRAR, NULL,
      "built-in registrar/location service\n(default: on when no --upstream)"},
@@ -224,17 +225,6 @@ static bool valid_sip_uri(const char *s)
     return *s != '\0' && *s != ';' && *s != ':' && printable(s);
 }
 
-/* sipedge reaches its SIP Server and peer sites by address: the host of
- * their URI must be an IP literal (or localhost). */
-static bool uri_host_is_ip(const char *s)
-{
-    struct sip_uri u;
-    struct netaddr a;
-    if (sipuri_parse(slice_make(s, strlen(s)), &u) < 0) return false;
-    struct slice host = u.maddr.len ? u.maddr : u.host;
-    return slice_case_eq_lit(host, "localhost") || netaddr_from_ip(&a, host, 5060) == 0;
-}
-
 /* Checks FILE can be opened for reading now; the reason goes to *why. */
 static bool readable_file(const char *path, bool need_content, const char **why)
 {
@@ -350,8 +340,6 @@ static int apply(struct config *cfg, int id, const char *arg)
         if (!valid_sip_uri(arg) ||
             !copy_str(cfg->upstream[cfg->nupstream], sizeof(cfg->upstream[0]), arg))
             return bad(id, "expected a sip: or sips: URI");
-        if (!uri_host_is_ip(arg))
-            return bad(id, "the host must be an IP address (DNS names are not supported here yet)");
         cfg->nupstream++;
         return 0;
     case OPT_PEER: {
@@ -365,9 +353,6 @@ static int apply(struct config *cfg, int id, const char *arg)
         if (!printable(p->domain) || !valid_sip_uri(eq + 1) ||
             !copy_str(p->uri, sizeof(p->uri), eq + 1))
             return bad(id, "expected DOMAIN=URI with a sip: or sips: URI");
-        if (!uri_host_is_ip(eq + 1))
-            return bad(id, "the URI's host must be an IP address (DNS names are not supported "
-                           "here yet)");
         cfg->npeers++;
         return 0;
     }

@@ -35,6 +35,11 @@ struct upstream {
     int port;
     bool down;    /* its last OPTIONS probe (or a transaction) went unanswered */
     bool probing; /* a probe is in flight */
+    /* given by name (sip:domain, sips:domain): addr/proto/port come from
+     * RFC 3263 resolution (first target), refreshed every probe period */
+    bool named, resolved, resolving;
+    struct sip_uri uri; /* slices into the configuration's string */
+    char tls_name[256]; /* named TLS upstream: the identity its certificate must prove */
 };
 
 struct proxy_worker {
@@ -51,7 +56,8 @@ struct proxy_worker {
     struct sipmsg_limits lim;
     struct txn *linger_head[2], *linger_tail[2]; /* [0] UDP, [1] streams */
     struct timer sweep;
-    struct timer probe; /* OPTIONS service-state checks of the upstreams */
+    struct timer probe;   /* OPTIONS service-state checks of the upstreams */
+    struct timer resolve; /* first resolution of upstreams and peers given by name */
     uint32_t probe_seq;
     bool dns_replay; /* processing a request again after its DNS answer */
     int dns_status;  /* that answer's status */
@@ -416,11 +422,97 @@ static int parse_upstream(const char *text, struct upstream *up)
     struct slice s = slice_make(text, strlen(text));
     if (sipuri_parse(s, &u) < 0 || (u.scheme != SIP_SCHEME_SIP && u.scheme != SIP_SCHEME_SIPS))
         return -EINVAL;
-    int rc = uri_target(&u, &up->proto, &up->addr);
-    if (rc < 0) return rc;
+    up->uri = u;
     snprintf(up->host, sizeof up->host, "%.*s", (int)u.host.len, u.host.ptr);
+    int rc = uri_target(&u, &up->proto, &up->addr);
+    if (rc == -EHOSTUNREACH) {
+        /* a name: out of service until it resolves */
+        up->named = true;
+        up->down = true;
+        up->port = u.port;
+        up->proto = u.scheme == SIP_SCHEME_SIPS         ? SIP_TRANSPORT_TLS
+                    : u.transport != SIP_TRANSPORT_NONE ? u.transport
+                                                        : SIP_TRANSPORT_UDP;
+        struct slice host = u.maddr.len ? u.maddr : u.host;
+        if (host.len >= sizeof up->tls_name) return -EINVAL;
+        memcpy(up->tls_name, host.ptr, host.len);
+        up->tls_name[host.len] = 0;
+        return 0;
+    }
+    if (rc < 0) return rc;
+    up->resolved = true;
     up->port = netaddr_port(&up->addr);
     return 0;
+}
+
+/* ---- upstreams and peers given by name ------------------------------- */
+
+static void upstream_state(struct worker *w, unsigned i, bool up);
+
+/* arg of a resolution: which table (0 upstream, 1 peer) and index, plus 1 */
+#define RESOLVE_ARG(peer, i) ((void *)(uintptr_t)(((peer) << 8 | (i)) + 1))
+
+static void resolved(struct worker *w, bool peer, unsigned i, int status,
+                     const struct dns_target *t, unsigned n)
+{
+    struct proxy_worker *p = w->proxy;
+    struct upstream *u = peer ? &p->peer[i] : &p->up[i];
+    const char *what = peer ? "peer" : "upstream";
+    u->resolving = false;
+    if (status < 0 || n == 0) {
+        /* a resolved one keeps its address through a DNS outage */
+        LOG_RL(LOG_WARN, "%s %s: DNS: %s%s", what, u->host, strerror(status < 0 ? -status : ENOENT),
+               u->resolved ? ", keeping the last address" : ", not in service");
+        return;
+    }
+    bool first = !u->resolved;
+    if (first || !netaddr_eq(&u->addr, &t[0].addr) || u->proto != t[0].proto) {
+        char a[NETADDR_STRLEN];
+        netaddr_str(&t[0].addr, a, sizeof a);
+        LOG_I("%s %s resolves to %s (%s)", what, u->host, a, proto_lc(t[0].proto));
+    }
+    u->addr = t[0].addr;
+    u->proto = t[0].proto;
+    u->port = netaddr_port(&u->addr);
+    if (u->proto != SIP_TRANSPORT_TLS) u->tls_name[0] = 0;
+    u->resolved = true;
+    if (first && !peer) upstream_state(w, i, true);
+}
+
+static void resolve_done(struct worker *w, void *arg, int status, const struct dns_target *t,
+                         unsigned n)
+{
+    if (status == -ECANCELED || !w->proxy) return;
+    unsigned v = (unsigned)((uintptr_t)arg - 1);
+    resolved(w, v >> 8, v & 0xff, status, t, n);
+}
+
+/* Starts (or answers from the cache) the RFC 3263 lookup of a named one. */
+static void resolve(struct worker *w, bool peer, unsigned i)
+{
+    struct proxy_worker *p = w->proxy;
+    struct upstream *u = peer ? &p->peer[i] : &p->up[i];
+    if (!u->named || u->resolving || !w->dns) return;
+    struct slice host = u->uri.maddr.len ? u->uri.maddr : u->uri.host;
+    struct dns_target out[DNS_MAX_TARGETS];
+    unsigned n = 0;
+    int rc = dns_resolve(w, host, u->uri.port, u->uri.transport, u->uri.scheme == SIP_SCHEME_SIPS,
+                         resolve_done, RESOLVE_ARG(peer, i), out, &n);
+    if (rc == 0) {
+        u->resolving = true;
+        return;
+    }
+    resolved(w, peer, i, rc < 0 ? rc : 0, rc < 0 ? NULL : out, rc < 0 ? 0 : n);
+}
+
+static void on_resolve(struct worker *w, struct timer *t)
+{
+    struct proxy_worker *p = w->proxy;
+    (void)t;
+    for (unsigned i = 0; i < p->nup; i++)
+        resolve(w, false, i);
+    for (unsigned i = 0; i < p->npeer; i++)
+        resolve(w, true, i);
 }
 
 static void on_sweep(struct worker *w, struct timer *t);
@@ -444,13 +536,13 @@ int proxy_worker_init(struct worker *w)
     }
     timer_init(&p->sweep, on_sweep);
     timer_init(&p->probe, on_probe);
+    timer_init(&p->resolve, on_resolve);
     p->lim.max_msg_size = w->cfg->max_message_size;
     p->lim.max_headers = MAX_HDRS;
     p->registrar = w->cfg->registrar;
     for (unsigned i = 0; i < w->cfg->nupstream; i++) {
         if (parse_upstream(w->cfg->upstream[i], &p->up[p->nup]) < 0) {
-            LOG_E("upstream %s: only sip:/sips: URIs with a literal IP address are supported",
-                  w->cfg->upstream[i]);
+            LOG_E("upstream %s: not a usable sip:/sips: URI", w->cfg->upstream[i]);
             txn_table_cleanup(&p->txns);
             free(p);
             return -EINVAL;
@@ -459,8 +551,8 @@ int proxy_worker_init(struct worker *w)
     }
     for (unsigned i = 0; i < w->cfg->npeers; i++) {
         if (parse_upstream(w->cfg->peers[i].uri, &p->peer[p->npeer]) < 0) {
-            LOG_E("--peer %s=%s: only sip:/sips: URIs with a literal IP address are supported",
-                  w->cfg->peers[i].domain, w->cfg->peers[i].uri);
+            LOG_E("--peer %s=%s: not a usable sip:/sips: URI", w->cfg->peers[i].domain,
+                  w->cfg->peers[i].uri);
             txn_table_cleanup(&p->txns);
             free(p);
             return -EINVAL;
@@ -471,6 +563,8 @@ int proxy_worker_init(struct worker *w)
     p->flows = shared.flows;
     p->key = &shared.key;
     w->proxy = p;
+    /* names resolve from the loop (the resolver starts after this) */
+    timer_arm(w, &p->resolve, 1);
     /* the first check comes one --oos-check period after start */
     if (p->nup)
         timer_arm(w, &p->probe, (uint64_t)(w->cfg->oos_check_s ? w->cfg->oos_check_s : 5) * 1000);
@@ -487,6 +581,7 @@ void proxy_worker_cleanup(struct worker *w)
 #undef S
     timer_cancel(&w->proxy->sweep);
     timer_cancel(&w->proxy->probe);
+    timer_cancel(&w->proxy->resolve);
     txn_table_cleanup(&w->proxy->txns);
     free(w->proxy);
     w->proxy = NULL;
@@ -668,7 +763,6 @@ static void send_cancel(struct worker *w, struct txn *x)
 
 /* ---- upstream service state (ARCHITECTURE §5) ----------------------------- */
 
-static void upstream_state(struct worker *w, unsigned i, bool up);
 static void on_probe(struct worker *w, struct timer *t);
 
 /* ---- timers ----------------------------------------------------------- */
@@ -819,6 +913,7 @@ static void send_probe(struct worker *w, unsigned i)
     struct proxy_worker *p = w->proxy;
     struct upstream *u = &p->up[i];
     char key[64];
+    if (!u->resolved) return;
     int kn = snprintf(key, sizeof key, "probe|%u|%u", i, ++p->probe_seq);
     int l = pick_listener(w, u->proto, u->addr.sa.sa_family);
     if (l < 0) l = pick_listener(w, u->proto, AF_UNSPEC);
@@ -834,6 +929,7 @@ static void send_probe(struct worker *w, unsigned i)
     x->out_proto = u->proto;
     x->out_listener = u->proto == SIP_TRANSPORT_UDP ? l | WORKER_SEND_PRIVATE : -1;
     x->out_dst = u->addr;
+    if (u->tls_name[0]) x->tls_name = strdup(u->tls_name);
     const char *host = worker_listener_host(w, (unsigned)l);
     int port = u->proto == SIP_TRANSPORT_UDP ? worker_via_port(w, (unsigned)l)
                                              : worker_listener_port(w, (unsigned)l);
@@ -880,6 +976,7 @@ static void send_probe(struct worker *w, unsigned i)
 static void on_probe(struct worker *w, struct timer *t)
 {
     struct proxy_worker *p = w->proxy;
+    on_resolve(w, NULL); /* named ones: refreshed from the cache, or asked again after the TTL */
     bool trouble = p->up[p->active].down;
     for (unsigned i = 0; i < p->nup; i++)
         if (i == p->active || trouble || p->up[i].down) send_probe(w, i);
@@ -1302,6 +1399,8 @@ static void plan_upstream(const struct proxy_worker *p, struct route_plan *rp)
     rp->upstream_idx = p->active;
     rp->proto = p->up[p->active].proto;
     rp->dst = p->up[p->active].addr;
+    if (p->up[p->active].tls_name[0])
+        memcpy(rp->tls_name, p->up[p->active].tls_name, sizeof rp->tls_name);
 }
 
 /* A request waiting for its next hop's DNS answer: a private copy. */
@@ -1609,8 +1708,13 @@ static void handle_request(struct worker *w, const struct rx_info *rx, struct si
      * the request comes from it (then it is for us to deliver, rule 4) */
     int pi = peer_for(w, ruri.host);
     if (pi >= 0 && !from_host(rx, &p->peer[pi])) {
+        if (!p->peer[pi].resolved) {
+            reply(w, rx, m, 503, "Peer Site Not Resolved", "Retry-After: 5\r\n");
+            return;
+        }
         rp.proto = p->peer[pi].proto;
         rp.dst = p->peer[pi].addr;
+        if (p->peer[pi].tls_name[0]) memcpy(rp.tls_name, p->peer[pi].tls_name, sizeof rp.tls_name);
         forward_request(w, rx, m, buf, len, &rp, key, key_len);
         return;
     }

@@ -709,6 +709,25 @@ def ping_on(client, timeout=2.0, ruri=None):
         client.pending = keep + client.pending
 
 
+def udp_request(host, port, method, ruri, call_id, timeout=3.0):
+    """Sends one request from a fresh UDP endpoint socket; returns its final
+    response (SipMsg) or None when none came within timeout."""
+    c = SipClient(host, port, "udp")
+    try:
+        c.send(build_request(method, ruri, via_host=host, via_port=c.local[1], call_id=call_id,
+                             from_uri=f"sip:caller@{host}"))
+        dl = Deadline(timeout)
+        while not dl.expired():
+            m = c.recv_msg(dl.remaining())
+            if m is None:
+                break
+            if m.is_response and m.code >= 200:
+                return m
+        return None
+    finally:
+        c.close()
+
+
 def sip_ping(host, port, transport="udp", timeout=2.0, ruri=None):
     """OPTIONS ping over a fresh UDP socket or TCP connection: the final
     status code (int) or None (no answer, refused, closed)."""
@@ -949,14 +968,16 @@ def start_kamailio(h, port, upstream, children=2, host="127.0.0.1", registrar=Fa
     return p
 
 
-def start_dnsmasq(h, port, answer="127.0.0.2", host="127.0.0.1", name="dnsmasq"):
+def start_dnsmasq(h, port, answer="127.0.0.2", host="127.0.0.1", name="dnsmasq", extra=()):
     """A loopback DNS server for RFC 3263 lookups: every A query is answered
-    with `answer`, every other type (NAPTR, SRV, AAAA) with NODATA, nothing
-    is forwarded anywhere (--no-resolv, --local=/#/). Foreground, no pid
-    file, no config file. Ready when its UDP port is bound."""
+    with `answer`, every other type (NAPTR, SRV, AAAA) with NODATA unless
+    `extra` dnsmasq options add records (--srv-host=...), nothing is
+    forwarded anywhere (--no-resolv, --local=/#/). Foreground, no pid file,
+    no config file. Ready when its UDP port is bound."""
     argv = ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv",
             "--no-hosts", f"--port={port}", f"--listen-address={host}", "--bind-interfaces",
-            f"--address=/#/{answer}", "--local=/#/", "--pid-file=", "--log-facility=-"]
+            f"--address=/#/{answer}", "--local=/#/", "--pid-file=", "--log-facility=-",
+            *extra]
     return h.spawn(name, argv, ready=lambda: port_bound(port, "udp", host))
 
 

@@ -27,22 +27,8 @@ def case(name, fn):
 
 def send_message(port, n):
     """A MESSAGE from an endpoint; returns (final status or None, call-id)."""
-    cl = lib.SipClient(HOST, port, "udp")
-    try:
-        cid = f"ha-{n}-{lib.new_tag()}"
-        cl.send(lib.build_request("MESSAGE", "sip:agent@example.com", via_host=HOST,
-                                  via_port=cl.local[1], call_id=cid,
-                                  from_uri=f"sip:caller@{HOST}"))
-        dl = lib.Deadline(3)
-        while not dl.expired():
-            m = cl.recv_msg(dl.remaining())
-            if m is None:
-                break
-            if m.is_response and m.code >= 200:
-                return m, cid
-        return None, cid
-    finally:
-        cl.close()
+    cid = f"ha-{n}-{lib.new_tag()}"
+    return lib.udp_request(HOST, port, "MESSAGE", "sip:agent@example.com", cid), cid
 
 
 def reached(sink, cid, timeout=3):

@@ -1,0 +1,81 @@
+#!/usr/bin/python3
+"""SIP Server and peer site given by name (RFC 3263), ARCHITECTURE §2/§7:
+`-u sip:sipserver.test;transport=udp` (SRV _sip._udp -> the fake server's
+port) and `--peer site-b.example.com=sip:peer.test:PORT;transport=udp` (A),
+answered by a loopback dnsmasq. Checks:
+  a. the names resolve: the SIP Server gets the OPTIONS probes and the
+     endpoints' requests, the peer gets the requests for its domain;
+  b. a SIP Server whose name does not resolve (the DNS server is silent) is
+     not in service: endpoints get 503 with Retry-After, nothing is sent.
+Prints one line per case and "N passed, M failed"."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import lib  # noqa: E402
+
+HOST = "127.0.0.1"
+PEER_DOMAIN = "site-b.example.com"
+
+
+def message(port, ruri):
+    """A MESSAGE from an endpoint: (final response or None, Call-ID)."""
+    cid = f"dns-{lib.new_tag()}"
+    return lib.udp_request(HOST, port, "MESSAGE", ruri, cid), cid
+
+
+def case_resolves():
+    up, peer = lib.Sink(HOST), lib.Sink(HOST)
+    answerers = [lib.SinkAnswerer(s, {"MESSAGE": 200}) for s in (up, peer)]
+    try:
+        with lib.Harness("upstream-dns") as h:
+            dns = lib.free_port(HOST, kinds=("udp",))
+            lib.start_dnsmasq(h, dns, answer=HOST, extra=[
+                f"--srv-host=_sip._udp.sipserver.test,server.test,{up.port},0,0"])
+            port = lib.free_port(HOST)
+            p = lib.start_sipedge(h, [("udp", HOST, port)],
+                                  upstream="sip:sipserver.test;transport=udp",
+                                  extra=["--dns-server", f"{HOST}:{dns}", "--oos-check", "1",
+                                         "--peer", f"{PEER_DOMAIN}=sip:peer.test:{peer.port}"
+                                         ";transport=udp"])
+            lib.wait_until(lambda: up.probes > 0, 10, "a probe at the SIP Server", proc=p)
+            r, cid = message(port, "sip:agent@site-a.example.com")
+            if r is None or r.code != 200 or not up.matching(lambda m: m.call_id == cid):
+                raise AssertionError(f"request for the SIP Server: {r!r}")
+            r, cid = message(port, f"sip:agent@{PEER_DOMAIN}")
+            if r is None or r.code != 200 or not peer.matching(lambda m: m.call_id == cid):
+                raise AssertionError(f"request for the peer site: {r!r}")
+            log = p.output()[1]
+            if "resolves to" not in log:
+                raise AssertionError("no 'resolves to' line in the log")
+            return (f"SRV -> SIP Server {HOST}:{up.port} ({up.probes} probes answered), "
+                    f"A -> peer {HOST}:{peer.port}")
+    finally:
+        for a in answerers:
+            a.stop()
+        up.close()
+        peer.close()
+
+
+def case_unresolved():
+    with lib.Harness("upstream-dns-silent") as h:
+        silent = lib.free_port(HOST, kinds=("udp",))  # nothing listens there
+        port = lib.free_port(HOST)
+        lib.start_sipedge(h, [("udp", HOST, port)], upstream="sip:sipserver.test;transport=udp",
+                          extra=["--dns-server", f"{HOST}:{silent}"])
+        r, _ = message(port, "sip:agent@site-a.example.com")
+        if r is None or r.code != 503 or not r.get("retry-after"):
+            raise AssertionError(f"want 503 with Retry-After, got {r!r}")
+        return f"503 with Retry-After: {r.get('retry-after')}"
+
+
+def main():
+    return lib.run_cases("test_upstream_dns", 120, [
+        ("SIP Server by SRV, peer by A record", case_resolves),
+        ("SIP Server name that does not resolve", case_unresolved),
+    ])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
