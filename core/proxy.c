@@ -36,9 +36,12 @@ struct upstream {
     bool down;    /* its last OPTIONS probe (or a transaction) went unanswered */
     bool probing; /* a probe is in flight */
     /* given by name (sip:domain, sips:domain): addr/proto/port come from
-     * RFC 3263 resolution (first target), refreshed every probe period */
+     * RFC 3263 resolution, refreshed every probe period; a target that does
+     * not answer hands over to the next one */
     bool named, resolved, resolving;
-    struct sip_uri uri; /* slices into the configuration's string */
+    struct sip_uri uri;                         /* slices into the configuration's string */
+    struct dns_target targets[DNS_MAX_TARGETS]; /* in failover order; addr = targets[cur] */
+    uint8_t ntargets, cur;
     char tls_name[256]; /* named TLS upstream: the identity its certificate must prove */
 };
 
@@ -466,13 +469,22 @@ static void resolved(struct worker *w, bool peer, unsigned i, int status,
         return;
     }
     bool first = !u->resolved;
-    if (first || !netaddr_eq(&u->addr, &t[0].addr) || u->proto != t[0].proto) {
+    if (n > DNS_MAX_TARGETS) n = DNS_MAX_TARGETS;
+    /* stay on the target in use while the answer still lists it */
+    unsigned cur = 0;
+    for (unsigned k = 0; k < n && u->resolved; k++)
+        if (netaddr_eq(&t[k].addr, &u->addr) && t[k].proto == u->proto) cur = k;
+    if (first || !netaddr_eq(&u->addr, &t[cur].addr) || u->proto != t[cur].proto) {
         char a[NETADDR_STRLEN];
-        netaddr_str(&t[0].addr, a, sizeof a);
-        LOG_I("%s %s resolves to %s (%s)", what, u->host, a, proto_lc(t[0].proto));
+        netaddr_str(&t[cur].addr, a, sizeof a);
+        LOG_I("%s %s resolves to %s (%s)%s", what, u->host, a, proto_lc(t[cur].proto),
+              n > 1 ? ", more targets behind it" : "");
     }
-    u->addr = t[0].addr;
-    u->proto = t[0].proto;
+    memcpy(u->targets, t, n * sizeof *t);
+    u->ntargets = (uint8_t)n;
+    u->cur = (uint8_t)cur;
+    u->addr = t[cur].addr;
+    u->proto = t[cur].proto;
     u->port = netaddr_port(&u->addr);
     if (u->proto != SIP_TRANSPORT_TLS) u->tls_name[0] = 0;
     u->resolved = true;
@@ -883,6 +895,19 @@ static void upstream_state(struct worker *w, unsigned i, bool up)
 {
     struct proxy_worker *p = w->proxy;
     struct upstream *u = &p->up[i];
+    if (!up && u->ntargets > 1) {
+        /* a name with several targets: the next one (RFC 3263 §4.3); only
+         * when every one of them failed in turn is the upstream down */
+        char a[NETADDR_STRLEN], b[NETADDR_STRLEN];
+        netaddr_str(&u->addr, a, sizeof a);
+        u->cur = (uint8_t)((u->cur + 1) % u->ntargets);
+        u->addr = u->targets[u->cur].addr;
+        u->proto = u->targets[u->cur].proto;
+        u->port = netaddr_port(&u->addr);
+        netaddr_str(&u->addr, b, sizeof b);
+        LOG_W("upstream %s: target %s is not answering, next: %s", u->host, a, b);
+        if (u->cur != 0) return;
+    }
     if (u->down == !up) return;
     u->down = !up;
     if (!up)

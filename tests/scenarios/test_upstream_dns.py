@@ -6,7 +6,9 @@ answered by a loopback dnsmasq. Checks:
   a. the names resolve: the SIP Server gets the OPTIONS probes and the
      endpoints' requests, the peer gets the requests for its domain;
   b. a SIP Server whose name does not resolve (the DNS server is silent) is
-     not in service: endpoints get 503 with Retry-After, nothing is sent.
+     not in service: endpoints get 503 with Retry-After, nothing is sent;
+  c. two SRV targets, the preferred one silent: after its probe times out
+     sipedge moves to the next target and requests reach it.
 Prints one line per case and "N passed, M failed"."""
 
 import os
@@ -70,10 +72,39 @@ def case_unresolved():
         return f"503 with Retry-After: {r.get('retry-after')}"
 
 
+def case_next_target():
+    silent, good = lib.Sink(HOST, answer_probes=False), lib.Sink(HOST)
+    answerer = lib.SinkAnswerer(good, {"MESSAGE": 200})
+    try:
+        with lib.Harness("upstream-dns-srv2") as h:
+            dns = lib.free_port(HOST, kinds=("udp",))
+            lib.start_dnsmasq(h, dns, answer=HOST, extra=[
+                f"--srv-host=_sip._udp.sipserver.test,first.test,{silent.port},10,0",
+                f"--srv-host=_sip._udp.sipserver.test,second.test,{good.port},20,0"])
+            port = lib.free_port(HOST)
+            p = lib.start_sipedge(h, [("udp", HOST, port)],
+                                  upstream="sip:sipserver.test;transport=udp",
+                                  extra=["--dns-server", f"{HOST}:{dns}", "--oos-check", "1",
+                                         "--oos-force", "1"])
+            lib.wait_until(lambda: good.probes > 0, 15, "a probe at the second target", proc=p)
+            if not silent.matching(lambda m: m.method == "OPTIONS"):
+                raise AssertionError("the preferred (priority 10) target was never probed")
+            r, cid = message(port, "sip:agent@site-a.example.com")
+            if r is None or r.code != 200 or not good.matching(lambda m: m.call_id == cid):
+                raise AssertionError(f"request after the failover: {r!r}")
+            return (f"priority 10 target silent ({len(silent.matching(lambda m: True))} probes), "
+                    f"moved to the priority 20 target: probes answered, request 200")
+    finally:
+        answerer.stop()
+        silent.close()
+        good.close()
+
+
 def main():
     return lib.run_cases("test_upstream_dns", 120, [
         ("SIP Server by SRV, peer by A record", case_resolves),
         ("SIP Server name that does not resolve", case_unresolved),
+        ("next SRV target when the first does not answer", case_next_target),
     ])
 
 
