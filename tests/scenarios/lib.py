@@ -398,16 +398,30 @@ class Harness:
                 for l in lines[-25:]:
                     log("    " + l)
 
+    def sanitizer_reports(self):
+        """(process name, first ASan/UBSan/LSan line) of every stopped
+        sipedge that reported one."""
+        return [(p.name, r) for p in self.procs
+                if os.path.basename(p.argv[0]) == "sipedge" and (r := sanitizer_report(p))]
+
     def __exit__(self, et, ev, tb):
+        reports = []
         try:
             self.stop_all()
+            reports = self.sanitizer_reports()
         finally:
-            if et is not None or self.failed:
+            if et is not None or self.failed or reports:
                 if et is not None and et is not KeyboardInterrupt:
                     log(f"[harness] {self.name}: {et.__name__}: {ev}")
+                for name, line in reports:
+                    log(f"[harness] {self.name}: {name}: {line}")
                 self.dump_logs()
             elif not self.keep:
                 shutil.rmtree(self.dir, ignore_errors=True)
+        if reports and et is None:
+            # a test whose processes all behaved passes only if sipedge's
+            # sanitizers said nothing either
+            raise AssertionError(f"sanitizer report from {reports[0][0]}: {reports[0][1]}")
         return False
 
 
