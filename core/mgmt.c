@@ -21,7 +21,8 @@
 #include "core/slice.h"
 #include "core/worker.h"
 
-#define MGMT_IO_TIMEOUT_S 2
+#define MGMT_IO_TIMEOUT_S 2 /* per read or write */
+#define MGMT_CONN_LIMIT_S 5 /* a whole request, however it trickles in */
 #define MGMT_REQ_MAX      8192
 
 static struct {
@@ -248,6 +249,7 @@ static bool client_write(struct client *c, const char *buf, size_t len)
     return true;
 }
 
+/* body NULL: a HEAD answer, headers only (Content-Length still blen). */
 static void respond(struct client *c, int code, const char *reason, const char *type,
                     const char *extra, const char *body, size_t blen)
 {
@@ -256,14 +258,16 @@ static void respond(struct client *c, int code, const char *reason, const char *
                      "HTTP/1.1 %d %s\r\nServer: sipedge/" SIPEDGE_VERSION "\r\n"
                      "Content-Type: %s\r\nContent-Length: %zu\r\n%sConnection: close\r\n\r\n",
                      code, reason, type, blen, extra ? extra : "");
-    if (n > 0 && client_write(c, head, (size_t)n)) client_write(c, body, blen);
+    if (n > 0 && client_write(c, head, (size_t)n) && body) client_write(c, body, blen);
 }
 
 static void serve(struct client *c)
 {
     char req[MGMT_REQ_MAX + 1];
     size_t len = 0;
+    uint64_t deadline = now_s() + MGMT_CONN_LIMIT_S;
     while (!memmem(req, len, "\r\n\r\n", 4) && len < MGMT_REQ_MAX) {
+        if (now_s() >= deadline) return; /* one slow client must not hold the port */
         ssize_t n = client_read(c, req + len, MGMT_REQ_MAX - len);
         if (n <= 0) return; /* closed or silent past the timeout */
         len += (size_t)n;
@@ -303,7 +307,7 @@ static void serve(struct client *c)
         respond(c, 500, "Internal Server Error", "text/plain", NULL, msg, sizeof msg - 1);
     } else {
         respond(c, 200, "OK", stats ? "application/json" : "text/plain; version=0.0.4", NULL,
-                head ? "" : o.p, head ? 0 : o.len);
+                head ? NULL : o.p, o.len);
     }
     free(o.p);
 }

@@ -1402,10 +1402,10 @@ static bool via_loops(const struct worker *w, const struct sip_msg *m, uint32_t 
 
 static void process(struct worker *w, const struct rx_info *rx, char *buf, size_t len);
 
-/* --overload-dialog-rate N: at most N new INVITEs per wall-clock second over
- * all workers (the count restarts when the second changes; two workers
- * crossing the boundary together may each restart it, so a second can admit
- * a few more than N). */
+/* --overload-dialog-rate N: at most N new INVITEs per second (of the
+ * monotonic clock) over all workers. The count restarts when the second
+ * changes; two workers crossing the boundary together may each restart it,
+ * so a second can admit a few more than N. */
 static bool dialog_rate_admits(const struct worker *w)
 {
     unsigned limit = w->cfg->overload_dialog_rate;
