@@ -727,9 +727,10 @@ def udp_request(host, port, method, ruri, call_id, timeout=3.0):
     """Sends one request from a fresh UDP endpoint socket; returns its final
     response (SipMsg) or None when none came within timeout."""
     c = SipClient(host, port, "udp")
+    hh = f"[{host}]" if ":" in host else host
     try:
-        c.send(build_request(method, ruri, via_host=host, via_port=c.local[1], call_id=call_id,
-                             from_uri=f"sip:caller@{host}"))
+        c.send(build_request(method, ruri, via_host=hh, via_port=c.local[1], call_id=call_id,
+                             from_uri=f"sip:caller@{hh}"))
         dl = Deadline(timeout)
         while not dl.expired():
             m = c.recv_msg(dl.remaining())
@@ -898,7 +899,8 @@ class SinkAnswerer:
                 code = self.codes[m.method]
                 try:
                     self.sink.udp.sendto(build_response(m, code, "OK" if code == 200 else "Busy",
-                                                        to_tag=new_tag()), (v[1], v[2]))
+                                                        to_tag=new_tag()),
+                                         (v[1].strip("[]"), v[2]))
                 except OSError:
                     pass
 

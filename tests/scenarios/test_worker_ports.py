@@ -27,24 +27,27 @@ HOST = "127.0.0.1"
 CLIENTS = 40
 
 
-def run(extra):
-    """Sends CLIENTS MESSAGEs through a fresh sipedge -w 2 with `extra`.
-    Returns (forwarded copies, answered count, listener port, handovers)."""
-    sink = lib.Sink(HOST)
+def run(extra, host=HOST):
+    """Sends CLIENTS MESSAGEs through a fresh sipedge -w 2 with `extra`, all
+    on `host` (127.0.0.1 or ::1). Returns (forwarded copies, answered count,
+    listener port, handovers)."""
+    hh = f"[{host}]" if ":" in host else host
+    sink = lib.Sink(host)
     ans = lib.SinkAnswerer(sink, {"MESSAGE": 200})
     try:
         with lib.Harness("worker-ports") as h:
-            port = lib.free_port(HOST)
-            p = lib.start_sipedge(h, [("udp", HOST, port)], upstream=f"{sink.uri};transport=udp",
+            port = lib.free_port(host)
+            p = lib.start_sipedge(h, [("udp", host, port)],
+                                  upstream=f"sip:{hh}:{sink.port};transport=udp",
                                   workers=2, extra=["--log-level", "info"] + extra)
-            clients = [lib.SipClient(HOST, port, "udp") for _ in range(CLIENTS)]
+            clients = [lib.SipClient(host, port, "udp") for _ in range(CLIENTS)]
             cids = []
             for i, c in enumerate(clients):
                 cid = f"wp-{i}-{lib.new_tag()}"
                 cids.append(cid)
-                c.send(lib.build_request("MESSAGE", "sip:agent@example.com", via_host=HOST,
+                c.send(lib.build_request("MESSAGE", "sip:agent@example.com", via_host=hh,
                                          via_port=c.local[1], call_id=cid,
-                                         from_uri=f"sip:caller{i}@{HOST}"))
+                                         from_uri=f"sip:caller{i}@{hh}"))
             answered = 0
             for c in clients:
                 dl = lib.Deadline(5)
@@ -89,6 +92,17 @@ def case_auto():
     return f"Via ports {sorted(ports)} (listener {port}), {answered}/{CLIENTS} answered, 0 crossed"
 
 
+def case_ipv6():
+    fwd, answered, port, handover = run([], host="::1")
+    ports = via_ports(fwd)
+    if len(fwd) != CLIENTS or answered != CLIENTS or len(ports) != 2 or port in ports:
+        raise AssertionError(f"{len(fwd)} forwarded, {answered} answered, Via ports "
+                             f"{sorted(ports)} (listener {port})")
+    if handover != 0:
+        raise AssertionError(f"{handover} messages crossed workers")
+    return f"[::1]: Via ports {sorted(ports)}, {answered}/{CLIENTS} answered, 0 crossed"
+
+
 def case_base():
     base = lib.free_port_block(2, HOST)
     fwd, answered, _, handover = run(["--worker-ports", str(base)])
@@ -124,6 +138,7 @@ def case_bad_flag():
 def main():
     return lib.run_cases("test_worker_ports", 120, [
         ("private ports by default, no crossing", case_auto),
+        ("private ports on an IPv6 listener", case_ipv6),
         ("--worker-ports BASE", case_base),
         ("--worker-ports off falls back to the ring", case_off),
         ("--worker-ports bad value", case_bad_flag),
