@@ -913,7 +913,7 @@ static void upstream_state(struct worker *w, unsigned i, bool up)
     if (!up)
         LOG_W("upstream %s:%d (%s) is not answering", u->host, u->port, i ? "backup" : "primary");
     else
-        LOG_I("upstream %s:%d (%s) answers again", u->host, u->port, i ? "backup" : "primary");
+        LOG_I("upstream %s:%d (%s) is in service", u->host, u->port, i ? "backup" : "primary");
     unsigned other = i ^ 1;
     if (!up && i == p->active && p->nup == 2 && !p->up[other].down) {
         p->active = other;

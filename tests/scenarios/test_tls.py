@@ -224,14 +224,16 @@ def gen_certs(d):
     subprocess.run([script, d], check=True, timeout=120)
 
 
-def sign_server_cert(certs, out_cert, out_key, workdir):
-    """Another server certificate (localhost, 127.0.0.1, ::1) from the dev CA."""
+def sign_server_cert(certs, out_cert, out_key, workdir,
+                     san="DNS:localhost,IP:127.0.0.1,IP:::1"):
+    """Another server certificate (by default localhost, 127.0.0.1, ::1) from
+    the dev CA."""
     ext = os.path.join(workdir, "leaf.cnf")
     with open(ext, "w") as f:
         f.write("[leaf]\nbasicConstraints = critical,CA:FALSE\n"
                 "keyUsage = critical,digitalSignature,keyAgreement\n"
                 "extendedKeyUsage = serverAuth,clientAuth\n"
-                "subjectAltName = DNS:localhost,IP:127.0.0.1,IP:::1\n")
+                f"subjectAltName = {san}\n")
     csr = os.path.join(workdir, "leaf.csr")
     run = lambda *a: subprocess.run(["openssl", *a], check=True, timeout=60,  # noqa: E731
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -8,14 +8,19 @@ answered by a loopback dnsmasq. Checks:
   b. a SIP Server whose name does not resolve (the DNS server is silent) is
      not in service: endpoints get 503 with Retry-After, nothing is sent;
   c. two SRV targets, the preferred one silent: after its probe times out
-     sipedge moves to the next target and requests reach it.
+     sipedge moves to the next target and requests reach it;
+  d. sips:sipserver.test: the TLS SIP Server must prove that name (RFC
+     5922): one whose certificate names it gets the probes and requests, one
+     whose certificate names only localhost gets no SIP byte (bad_name).
 Prints one line per case and "N passed, M failed"."""
 
 import os
+import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import lib  # noqa: E402
+from test_tls import TlsUpstream, gen_certs, sign_server_cert  # noqa: E402
 
 HOST = "127.0.0.1"
 PEER_DOMAIN = "site-b.example.com"
@@ -100,11 +105,57 @@ def case_next_target():
         good.close()
 
 
+def case_tls_name():
+    ups = []
+    try:
+        with lib.Harness("upstream-dns-tls") as h:
+            certs = h.path("certs")
+            gen_certs(certs)
+            named_crt, named_key = h.path("named.crt"), h.path("named.key")
+            sign_server_cert(certs, named_crt, named_key, h.dir, san="DNS:sipserver.test")
+            good = TlsUpstream(named_crt, named_key)
+            bad = TlsUpstream(os.path.join(certs, "server.crt"), os.path.join(certs, "server.key"))
+            ups += [good, bad]
+            dns = lib.free_port(HOST, kinds=("udp",))
+            lib.start_dnsmasq(h, dns, answer=HOST)
+            tls = ["--tls-cert", os.path.join(certs, "server.crt"),
+                   "--tls-key", os.path.join(certs, "server.key"),
+                   "--tls-ca", os.path.join(certs, "ca.crt"),
+                   "--dns-server", f"{HOST}:{dns}", "--oos-check", "1", "--oos-force", "1"]
+            # a TLS listener too: it stands for sipedge in Via towards the SIP Server
+            pg, pb = lib.free_port(HOST), lib.free_port(HOST)
+            tg, tb = lib.free_port(HOST, kinds=("tcp",)), lib.free_port(HOST, kinds=("tcp",))
+            lib.start_sipedge(h, [("udp", HOST, pg), ("tls", HOST, tg)], name="good",
+                              upstream=f"sips:sipserver.test:{good.port}", extra=tls)
+            sb = lib.start_sipedge(h, [("udp", HOST, pb), ("tls", HOST, tb)], name="bad",
+                                   upstream=f"sips:sipserver.test:{bad.port}", extra=tls)
+            lib.wait_until(lambda: good.handshakes_ok > 0, 10, "a TLS probe at the SIP Server")
+            r, cid = message(pg, "sip:agent@site-a.example.com")
+            if r is None or r.code != 200 or not any(m.call_id == cid for m in good.msgs):
+                raise AssertionError(f"request over TLS to sipserver.test: {r!r}")
+            lib.wait_until(lambda: bad.handshake_errors, 10, "a refused handshake at the "
+                           "wrongly named server")
+            r, _ = message(pb, "sip:agent@site-a.example.com")
+            sb.stop()
+            log = sb.output()[1]
+            if bad.app_bytes or "bad_name=0 " in log or "bad_name=" not in log:
+                raise AssertionError(f"wrong name: {bad.app_bytes} SIP bytes reached it; "
+                                     f"exit counters: {re.findall(r'bad_name=[0-9]+', log)}")
+            return (f"named certificate: probes and request over TLS ({good.handshakes_ok} "
+                    f"handshakes); localhost-only certificate: refused "
+                    f"({re.findall(r'bad_name=[0-9]+', log)}), no SIP byte, endpoint got "
+                    f"{r.code if r else None}")
+    finally:
+        for u in ups:
+            u.close()
+
+
 def main():
     return lib.run_cases("test_upstream_dns", 120, [
         ("SIP Server by SRV, peer by A record", case_resolves),
         ("SIP Server name that does not resolve", case_unresolved),
         ("next SRV target when the first does not answer", case_next_target),
+        ("sips: name checked against the SIP Server's certificate", case_tls_name),
     ])
 
 
