@@ -308,6 +308,13 @@ static int finish(struct config *cfg)
         if (cfg->tls_cert[0]) add_default_listener(cfg, SIP_TRANSPORT_TLS, 5061);
     }
     if (cfg->nupstream == 0) cfg->registrar = true;
+    if (cfg->worker_ports > 0) {
+        unsigned nudp = 0;
+        for (unsigned i = 0; i < cfg->nlisten; i++)
+            nudp += cfg->listen[i].proto == SIP_TRANSPORT_UDP;
+        if ((unsigned)cfg->worker_ports + nudp * cfg->workers > 65536)
+            return bad(OPT_WORKER_PORTS, "BASE + udp listeners x workers goes past port 65535");
+    }
     return 0;
 }
 

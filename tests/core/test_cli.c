@@ -224,6 +224,7 @@ Test(cli_files, bad_flags_exit_2_with_one_line_naming_the_flag)
         {{"--peer", "example.com=mailto:x"}, "--peer"},
         {{"--worker-ports", "80"}, "--worker-ports"},
         {{"--worker-ports", "sometimes"}, "--worker-ports"},
+        {{"-w", "4", "--worker-ports", "65534"}, "--worker-ports"},
         {{"--registrar=yes"}, "--registrar"},
         {{"--flow-secret", "/nonexistent/key"}, "--flow-secret"},
         {{"--flow-secret", empty_path}, "--flow-secret"},
