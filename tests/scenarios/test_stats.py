@@ -59,6 +59,7 @@ def case_plain():
             port, sport = lib.free_port(HOST), lib.free_port(HOST)
             p = lib.start_sipedge(h, [("udp", HOST, port)], upstream=f"{sink.uri};transport=udp",
                                   extra=["--stats-listen", f"{HOST}:{sport}", "--oos-check", "1"])
+            wait_stats_port(sport, p)
             _, before = http(sport, "GET", "/stats")
             n0 = json.loads(before)["total"]["own_replies"]
             for _ in range(20):
@@ -94,13 +95,20 @@ def case_plain():
         sink.close()
 
 
+def wait_stats_port(sport, proc):
+    """The management port opens after the SIP listeners answer."""
+    lib.wait_until(lambda: lib.port_bound(sport, "tcp", HOST), 10, "the management port",
+                   proc=proc)
+
+
 def tls_instance(h, certs, extra):
     port, sport = lib.free_port(HOST), lib.free_port(HOST)
-    lib.start_sipedge(h, [("udp", HOST, port)], extra=[
+    p = lib.start_sipedge(h, [("udp", HOST, port)], extra=[
         "--tls-cert", os.path.join(certs, "server.crt"),
         "--tls-key", os.path.join(certs, "server.key"),
         "--tls-ca", os.path.join(certs, "ca.crt"),
         "--stats-listen", f"{HOST}:{sport}", "--stats-tls", *extra])
+    wait_stats_port(sport, p)
     return sport
 
 
