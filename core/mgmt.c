@@ -263,7 +263,7 @@ static void respond(struct client *c, int code, const char *reason, const char *
 
 static void serve(struct client *c)
 {
-    char req[MGMT_REQ_MAX + 1];
+    char req[MGMT_REQ_MAX];
     size_t len = 0;
     uint64_t deadline = now_s() + MGMT_CONN_LIMIT_S;
     while (!memmem(req, len, "\r\n\r\n", 4) && len < MGMT_REQ_MAX) {
@@ -272,8 +272,11 @@ static void serve(struct client *c)
         if (n <= 0) return; /* closed or silent past the timeout */
         len += (size_t)n;
     }
-    req[len] = '\0';
-    char *sp1 = memchr(req, ' ', len), *sp2 = sp1 ? strchr(sp1 + 1, ' ') : NULL;
+    /* the request line, "METHOD SP PATH SP VERSION", read as a slice */
+    const char *eol = memmem(req, len, "\r\n", 2);
+    size_t line = eol ? (size_t)(eol - req) : 0;
+    const char *sp1 = memchr(req, ' ', line);
+    const char *sp2 = sp1 ? memchr(sp1 + 1, ' ', line - (size_t)(sp1 + 1 - req)) : NULL;
     if (!sp1 || !sp2 || !memmem(req, len, "\r\n\r\n", 4)) {
         static const char msg[] = "bad request\n";
         respond(c, 400, "Bad Request", "text/plain", NULL, msg, sizeof msg - 1);
@@ -281,7 +284,7 @@ static void serve(struct client *c)
     }
     struct slice method = slice_make(req, (size_t)(sp1 - req));
     struct slice path = slice_make(sp1 + 1, (size_t)(sp2 - sp1 - 1));
-    char *q = memchr(path.ptr, '?', path.len);
+    const char *q = memchr(path.ptr, '?', path.len);
     if (q) path.len = (size_t)(q - path.ptr);
     bool stats = slice_eq(path, SLICE_LIT("/stats")),
          metrics = slice_eq(path, SLICE_LIT("/metrics"));

@@ -87,10 +87,13 @@ def case_plain():
                                      f"against {tot['own_replies']}")
             c404, _ = http(sport, "GET", "/nothing")
             c405, _ = http(sport, "POST", "/stats")
-            if (c404, c405) != (404, 405):
-                raise AssertionError(f"/nothing -> {c404}, POST -> {c405}")
+            with socket.create_connection((HOST, sport), timeout=5) as s:
+                s.sendall(b"GET\r\n\r\n")  # no path, no version
+                c400 = s.recv(100).split(b"\r\n")[0]
+            if (c404, c405) != (404, 405) or c400 != b"HTTP/1.1 400 Bad Request":
+                raise AssertionError(f"/nothing -> {c404}, POST -> {c405}, garbage -> {c400}")
             return (f"own_replies +20 (= {tot['own_replies']} in /metrics too), "
-                    f"primary answering and active, 404/405")
+                    f"primary answering and active, 404/405/400")
     finally:
         sink.close()
 
