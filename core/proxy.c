@@ -60,7 +60,7 @@ struct proxy_worker {
     struct txn *linger_head[2], *linger_tail[2]; /* [0] UDP, [1] streams */
     struct timer sweep;
     struct timer probe;   /* OPTIONS service-state checks of the upstreams */
-    struct timer resolve; /* first resolution of upstreams and peers given by name */
+    struct timer resolve; /* resolution of upstreams and peers given by name */
     uint32_t probe_seq;
     bool dns_replay; /* processing a request again after its DNS answer */
     int dns_status;  /* that answer's status */
@@ -517,14 +517,22 @@ static void resolve(struct worker *w, bool peer, unsigned i)
     resolved(w, peer, i, rc < 0 ? rc : 0, rc < 0 ? NULL : out, rc < 0 ? 0 : n);
 }
 
+/* Resolves every name now, and again each --oos-check period (answers come
+ * from the cache until their TTL ends), for upstreams and peers alike: a
+ * peer is refreshed even when no SIP Server is probed. */
 static void on_resolve(struct worker *w, struct timer *t)
 {
     struct proxy_worker *p = w->proxy;
-    (void)t;
-    for (unsigned i = 0; i < p->nup; i++)
+    bool any = false;
+    for (unsigned i = 0; i < p->nup; i++) {
         resolve(w, false, i);
-    for (unsigned i = 0; i < p->npeer; i++)
+        any |= p->up[i].named;
+    }
+    for (unsigned i = 0; i < p->npeer; i++) {
         resolve(w, true, i);
+        any |= p->peer[i].named;
+    }
+    if (any) timer_arm(w, t, (uint64_t)(w->cfg->oos_check_s ? w->cfg->oos_check_s : 5) * 1000);
 }
 
 static void on_sweep(struct worker *w, struct timer *t);
@@ -1001,7 +1009,6 @@ static void send_probe(struct worker *w, unsigned i)
 static void on_probe(struct worker *w, struct timer *t)
 {
     struct proxy_worker *p = w->proxy;
-    on_resolve(w, NULL); /* named ones: refreshed from the cache, or asked again after the TTL */
     bool trouble = p->up[p->active].down;
     for (unsigned i = 0; i < p->nup; i++)
         if (i == p->active || trouble || p->up[i].down) send_probe(w, i);
