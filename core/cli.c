@@ -10,7 +10,6 @@
 
 #include "core/config.h"
 #include "core/sipuri.h"
-#include "core/worker.h"
 
 #ifndef SIPEDGE_VERSION
 #define SIPEDGE_VERSION "unknown"

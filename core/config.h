@@ -10,6 +10,7 @@
 #define CONFIG_MAX_LISTEN 16
 #define CONFIG_MAX_PEERS  16
 #define CONFIG_MAX_DNS    4
+#define WORKER_MAX        64 /* --workers bound (conn_ref keeps 8 bits for it) */
 
 struct listen_cfg {
     uint8_t proto; /* enum sip_transport: UDP, TCP or TLS */

@@ -7,8 +7,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "core/worker.h"
-
 #define LOG_LINE_MAX 1024
 
 /* Written once by log_init() before threads start, read-only afterwards. */
@@ -46,12 +44,19 @@ static void json_escape(char *out, size_t *n, size_t cap, const char *s)
     }
 }
 
+/* The calling thread's tag in every line ("main" until set). */
+static _Thread_local char thread_tag[16];
+
+void log_set_thread_tag(const char *tag)
+{
+    snprintf(thread_tag, sizeof(thread_tag), "%s", tag);
+}
+
 void log_msg(enum log_level level, const char *fmt, ...)
 {
     char msg[LOG_LINE_MAX], line[LOG_LINE_MAX * 2], ts[32], who[16];
     struct timespec now;
     struct tm tm;
-    struct worker *w;
     va_list ap;
     size_t n;
     int r;
@@ -66,11 +71,7 @@ void log_msg(enum log_level level, const char *fmt, ...)
     gmtime_r(&now.tv_sec, &tm);
     n = strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(ts + n, sizeof(ts) - n, ".%03ldZ", now.tv_nsec / 1000000);
-    w = worker_self();
-    if (w)
-        snprintf(who, sizeof(who), "w%u", w->id);
-    else
-        snprintf(who, sizeof(who), "main");
+    snprintf(who, sizeof(who), "%s", thread_tag[0] ? thread_tag : "main");
 
     if (log_cfg.json) {
         r = snprintf(line, sizeof(line),

@@ -13,6 +13,10 @@ void log_init(const struct config *cfg);
 
 bool log_enabled(enum log_level level);
 
+/* Names the calling thread in its log lines (at most 15 bytes, e.g. "w0");
+ * the runtime calls it as each worker starts. Calling thread only. */
+void log_set_thread_tag(const char *tag);
+
 /* Writes one line (truncated at 1 KiB) with a single write(2), so lines from
  * different threads never interleave. Any thread. */
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -532,7 +532,7 @@ static void on_resolve(struct worker *w, struct timer *t)
         resolve(w, true, i);
         any |= p->peer[i].named;
     }
-    if (any) timer_arm(w, t, (uint64_t)(w->cfg->oos_check_s ? w->cfg->oos_check_s : 5) * 1000);
+    if (any) worker_timer_arm(w, t, (uint64_t)(w->cfg->oos_check_s ? w->cfg->oos_check_s : 5) * 1000);
 }
 
 static void on_sweep(struct worker *w, struct timer *t);
@@ -584,10 +584,10 @@ int proxy_worker_init(struct worker *w)
     p->key = &shared.key;
     w->proxy = p;
     /* names resolve from the loop (the resolver starts after this) */
-    timer_arm(w, &p->resolve, 1);
+    worker_timer_arm(w, &p->resolve, 1);
     /* the first check comes one --oos-check period after start */
     if (p->nup)
-        timer_arm(w, &p->probe, (uint64_t)(w->cfg->oos_check_s ? w->cfg->oos_check_s : 5) * 1000);
+        worker_timer_arm(w, &p->probe, (uint64_t)(w->cfg->oos_check_s ? w->cfg->oos_check_s : 5) * 1000);
     return 0;
 }
 
@@ -803,7 +803,7 @@ static void on_sweep(struct worker *w, struct timer *t)
         }
         more |= p->linger_head[k] != NULL;
     }
-    if (more) timer_arm(w, &p->sweep, SWEEP_MS);
+    if (more) worker_timer_arm(w, &p->sweep, SWEEP_MS);
 }
 
 static void linger(struct worker *w, struct txn *x)
@@ -822,7 +822,7 @@ static void linger(struct worker *w, struct txn *x)
     else
         p->linger_head[k] = x;
     p->linger_tail[k] = x;
-    if (!timer_armed(&p->sweep)) timer_arm(w, &p->sweep, SWEEP_MS);
+    if (!timer_armed(&p->sweep)) worker_timer_arm(w, &p->sweep, SWEEP_MS);
 }
 
 static void on_retx(struct worker *w, struct timer *t)
@@ -833,7 +833,7 @@ static void on_retx(struct worker *w, struct timer *t)
         if (x->ack_seen || !x->resp) return;
         server_send(w, x, x->resp, x->resp_len);
         x->retx_ms = x->retx_ms * 2 < T2_MS ? x->retx_ms * 2 : T2_MS;
-        timer_arm(w, &x->t_retx, x->retx_ms);
+        worker_timer_arm(w, &x->t_retx, x->retx_ms);
         return;
     }
     /* Timer A (INVITE) / E (non-INVITE) */
@@ -842,7 +842,7 @@ static void on_retx(struct worker *w, struct timer *t)
     if (x->invite || x->state == TXN_TRYING) x->retx_ms *= 2;
     if (!x->invite && x->retx_ms > T2_MS) x->retx_ms = T2_MS;
     if (x->state == TXN_PROCEEDING && !x->invite) x->retx_ms = T2_MS;
-    timer_arm(w, &x->t_retx, x->retx_ms);
+    worker_timer_arm(w, &x->t_retx, x->retx_ms);
 }
 
 static void on_timeout(struct worker *w, struct timer *t)
@@ -892,9 +892,9 @@ static void arm_timers(struct worker *w, struct txn *x)
 {
     if (x->out_proto == SIP_TRANSPORT_UDP) {
         x->retx_ms = T1_MS;
-        timer_arm(w, &x->t_retx, T1_MS);
+        worker_timer_arm(w, &x->t_retx, T1_MS);
     }
-    timer_arm(w, &x->t_timeout, 64 * T1_MS); /* Timer B / F */
+    worker_timer_arm(w, &x->t_timeout, 64 * T1_MS); /* Timer B / F */
 }
 
 /* Records whether upstream i answered, and picks the one in service: the
@@ -1001,7 +1001,7 @@ static void send_probe(struct worker *w, unsigned i)
     arm_timers(w, x);
     /* a probe waits at most one --oos-force period, not Timer F's 32 s */
     unsigned wait_s = w->cfg->oos_force_s ? w->cfg->oos_force_s : 5;
-    timer_arm(w, &x->t_timeout, (uint64_t)(wait_s < 32 ? wait_s : 32) * 1000);
+    worker_timer_arm(w, &x->t_timeout, (uint64_t)(wait_s < 32 ? wait_s : 32) * 1000);
 }
 
 /* Every --oos-check seconds the active upstream is asked; while it does not
@@ -1013,7 +1013,7 @@ static void on_probe(struct worker *w, struct timer *t)
     for (unsigned i = 0; i < p->nup; i++)
         if (i == p->active || trouble || p->up[i].down) send_probe(w, i);
     unsigned s = trouble ? w->cfg->oos_force_s : w->cfg->oos_check_s;
-    timer_arm(w, &p->probe, (uint64_t)(s ? s : 5) * 1000);
+    worker_timer_arm(w, &p->probe, (uint64_t)(s ? s : 5) * 1000);
 }
 
 /* ---- the registrar --------------------------------------------------- */
@@ -1888,7 +1888,7 @@ static void handle_response(struct worker *w, const struct rx_info *rx, struct s
             x->provisional_seen = true;
             if (x->invite) {
                 timer_cancel(&x->t_retx);
-                timer_arm(w, &x->t_timeout, TIMER_C_MS);
+                worker_timer_arm(w, &x->t_timeout, TIMER_C_MS);
             }
             if (x->cancel_pending && !x->cancelled) send_cancel(w, x);
         }
@@ -1923,8 +1923,8 @@ static void handle_response(struct worker *w, const struct rx_info *rx, struct s
         keep_response(x, p->out, (size_t)n, code);
         if (x->invite && code >= 300 && x->rx.proto == SIP_TRANSPORT_UDP) {
             x->retx_ms = T1_MS;
-            timer_arm(w, &x->t_retx, T1_MS);         /* Timer G */
-            timer_arm(w, &x->t_timeout, 64 * T1_MS); /* Timer H */
+            worker_timer_arm(w, &x->t_retx, T1_MS);         /* Timer G */
+            worker_timer_arm(w, &x->t_timeout, 64 * T1_MS); /* Timer H */
         } else {
             x->ack_seen = true;
             linger(w, x);

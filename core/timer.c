@@ -3,8 +3,6 @@
 
 #include <stddef.h>
 
-#include "core/worker.h"
-
 #define SLOT_MASK (TIMER_WHEEL_SLOTS - 1)
 
 _Static_assert((TIMER_WHEEL_SLOTS & SLOT_MASK) == 0, "slot count must be a power of two");
@@ -14,8 +12,9 @@ _Static_assert((TIMER_WHEEL_SLOTS & SLOT_MASK) == 0, "slot count must be a power
  * has one wheel. */
 static _Thread_local struct timer_wheel *thread_wheel;
 
-void timer_wheel_init(struct timer_wheel *tw, uint64_t now_ms)
+void timer_wheel_init(struct timer_wheel *tw, uint64_t now_ms, struct worker *owner)
 {
+    tw->owner = owner;
     for (unsigned i = 0; i < TIMER_WHEEL_SLOTS; i++)
         tw->slots[i] = NULL;
     tw->now = now_ms;
@@ -54,15 +53,13 @@ static unsigned slot_of(const struct timer_wheel *tw, uint64_t expires)
     return (unsigned)((expires > tw->now ? expires : tw->now + 1) & SLOT_MASK);
 }
 
-void timer_arm(struct worker *w, struct timer *t, uint64_t ms)
+void timer_arm_at(struct timer_wheel *tw, struct timer *t, uint64_t expires_ms)
 {
-    struct timer_wheel *tw = &w->timers;
-
     if (timer_armed(t))
         unlink_timer(t);
     else
         tw->count++;
-    t->expires = w->now_ms + ms;
+    t->expires = expires_ms;
     link_slot(&tw->slots[slot_of(tw, t->expires)], t);
 }
 
@@ -76,9 +73,8 @@ void timer_cancel(struct timer *t)
 /* Fires the due timers of one tick's slot. The slot is first moved to a local
  * list so callbacks may cancel or re-arm any timer (those still on the local
  * list unlink from it as usual); timers of later laps go back to the slot. */
-static void run_slot(struct worker *w, uint64_t tick)
+static void run_slot(struct timer_wheel *tw, uint64_t tick)
 {
-    struct timer_wheel *tw = &w->timers;
     struct timer **slot = &tw->slots[tick & SLOT_MASK];
     struct timer *pending = *slot, *t;
 
@@ -92,13 +88,12 @@ static void run_slot(struct worker *w, uint64_t tick)
             continue;
         }
         tw->count--;
-        t->cb(w, t);
+        t->cb(tw->owner, t);
     }
 }
 
-void timer_wheel_run(struct worker *w, uint64_t now_ms)
+void timer_wheel_run(struct timer_wheel *tw, uint64_t now_ms)
 {
-    struct timer_wheel *tw = &w->timers;
 
     while (tw->now < now_ms) {
         if (tw->count == 0) {
@@ -106,7 +101,7 @@ void timer_wheel_run(struct worker *w, uint64_t now_ms)
             break;
         }
         tw->now++;
-        run_slot(w, tw->now);
+        run_slot(tw, tw->now);
     }
 }
 

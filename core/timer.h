@@ -20,14 +20,18 @@ struct timer {
 
 struct timer_wheel {
     struct timer *slots[TIMER_WHEEL_SLOTS];
-    uint64_t now;   /* last processed ms */
-    unsigned count; /* armed timers */
+    uint64_t now;         /* last processed ms */
+    unsigned count;       /* armed timers */
+    struct worker *owner; /* handed to every callback; never dereferenced here */
 };
 
-void timer_wheel_init(struct timer_wheel *tw, uint64_t now_ms);
+/* The wheel knows its owner only as the pointer it hands to callbacks, so
+ * this leaf depends on nothing of the runtime. */
+void timer_wheel_init(struct timer_wheel *tw, uint64_t now_ms, struct worker *owner);
 void timer_init(struct timer *t, timer_cb cb);
-/* Arms (or re-arms) t to fire after ms milliseconds from w->now_ms. */
-void timer_arm(struct worker *w, struct timer *t, uint64_t ms);
+/* Arms (or re-arms) t to fire at the absolute time expires_ms (the owner's
+ * monotonic milliseconds; worker_timer_arm() arms relative to its clock). */
+void timer_arm_at(struct timer_wheel *tw, struct timer *t, uint64_t expires_ms);
 void timer_cancel(struct timer *t);
 static inline bool timer_armed(const struct timer *t)
 {
@@ -35,7 +39,7 @@ static inline bool timer_armed(const struct timer *t)
 }
 /* Fires every timer due at or before now_ms. Called by the loop. A callback
  * may arm or cancel any timer, including its own. */
-void timer_wheel_run(struct worker *w, uint64_t now_ms);
+void timer_wheel_run(struct timer_wheel *tw, uint64_t now_ms);
 /* Milliseconds until the next timer (capped at max_ms), for epoll_wait. */
 int timer_wheel_next(const struct timer_wheel *tw, uint64_t now_ms, int max_ms);
 

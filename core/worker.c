@@ -733,7 +733,7 @@ static void conn_read(struct worker *w, struct conn *c)
         if (c->rlen == 0 && delivered)
             timer_cancel(&c->timer);
         else if (c->rlen > 0 && (delivered || !timer_armed(&c->timer)))
-            timer_arm(w, &c->timer, MSG_TIMEOUT_MS);
+            worker_timer_arm(w, &c->timer, MSG_TIMEOUT_MS);
         if (c->tls) {
             /* Decrypted bytes BoringSSL still holds are not signalled by
              * the socket: take them now (at most one record, no read). */
@@ -775,7 +775,7 @@ static void tls_established(struct worker *w, struct conn *c)
     LOG_D("tls %s: %s established%s", addr_s(&c->peer, a), tls_conn_version(c->tls),
           resumed ? " (resumed)" : "");
     /* An accepted connection must deliver its first message in time too. */
-    if (c->inbound) timer_arm(w, &c->timer, MSG_TIMEOUT_MS);
+    if (c->inbound) worker_timer_arm(w, &c->timer, MSG_TIMEOUT_MS);
     if (c->wq_len)
         conn_flush(w, c);
     else
@@ -821,7 +821,7 @@ static void tls_start_client(struct worker *w, struct conn *c)
         return;
     }
     c->state = CONN_HANDSHAKE;
-    timer_arm(w, &c->timer, w->cfg->tls_handshake_timeout_ms);
+    worker_timer_arm(w, &c->timer, w->cfg->tls_handshake_timeout_ms);
     tls_step(w, c);
 }
 
@@ -918,7 +918,7 @@ static void listener_resume(struct worker *w, struct timer *t)
     unsigned i = (unsigned)(l - w->rt->lis);
 
     if (l->fd >= 0 && epoll_set(w, EPOLL_CTL_MOD, l->fd, EPOLLIN, LISTENER_TAG(i)) < 0)
-        timer_arm(w, t, ACCEPT_PAUSE_MS);
+        worker_timer_arm(w, t, ACCEPT_PAUSE_MS);
 }
 
 static void accept_conns(struct worker *w, unsigned li)
@@ -943,7 +943,7 @@ static void accept_conns(struct worker *w, unsigned li)
                        proto_s(cfg->listen[li].proto), addr_s(&cfg->listen[li].addr, a),
                        strerror(err));
                 epoll_set(w, EPOLL_CTL_MOD, l->fd, 0, LISTENER_TAG(li));
-                timer_arm(w, &l->resume, ACCEPT_PAUSE_MS);
+                worker_timer_arm(w, &l->resume, ACCEPT_PAUSE_MS);
                 return;
             }
             LOG_RL(LOG_WARN, "accept: %s", strerror(err));
@@ -970,7 +970,7 @@ static void accept_conns(struct worker *w, unsigned li)
         STAT_INC(w, conns_accepted);
         if (!tls) {
             /* An accepted connection must deliver its first message in time too. */
-            timer_arm(w, &c->timer, MSG_TIMEOUT_MS);
+            worker_timer_arm(w, &c->timer, MSG_TIMEOUT_MS);
             continue;
         }
         /* The server handshake runs from the socket's events; nothing is
@@ -983,7 +983,7 @@ static void accept_conns(struct worker *w, unsigned li)
             conn_close(w, c, "tls setup failed");
             continue;
         }
-        timer_arm(w, &c->timer, cfg->tls_handshake_timeout_ms);
+        worker_timer_arm(w, &c->timer, cfg->tls_handshake_timeout_ms);
     }
 }
 
@@ -1158,7 +1158,7 @@ static int conn_connect(struct worker *w, uint8_t proto, int listener, const str
         }
     }
     if (state == CONN_CONNECTING)
-        timer_arm(w, &c->timer, CONNECT_TIMEOUT_MS);
+        worker_timer_arm(w, &c->timer, CONNECT_TIMEOUT_MS);
     else if (proto == SIP_TRANSPORT_TLS)
         tls_start_client(w, c);
     if (c->state == CONN_CLOSED) return -ECONNABORTED;
@@ -1425,7 +1425,7 @@ static void worker_loop(struct worker *w)
 
         w->now_ms = mono_ms();
         tls_swap(w);
-        timer_wheel_run(w, w->now_ms);
+        timer_wheel_run(&w->timers, w->now_ms);
         more = drain_rings(w);
         drain_step(w);
         reap_conns(w);
@@ -1517,9 +1517,14 @@ static void *worker_main(void *arg)
     struct worker_rt *rt = w->rt;
 
     self = w;
+    {
+        char tag[16];
+        snprintf(tag, sizeof(tag), "w%u", w->id);
+        log_set_thread_tag(tag);
+    }
     pin(w);
     w->now_ms = mono_ms();
-    timer_wheel_init(&w->timers, w->now_ms);
+    timer_wheel_init(&w->timers, w->now_ms, w);
     rt->init_rc = register_fds(w);
     /* dns/ first: the proxy may resolve from its init */
     if (rt->init_rc == 0) rt->init_rc = dns_worker_init(w);

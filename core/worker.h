@@ -22,8 +22,6 @@ typedef uint64_t conn_ref;
 #define CONN_REF_MAKE(wk, slot, gen)                                                               \
     (((uint64_t)(wk) << 56) | ((uint64_t)((slot)&0xffffff) << 32) | (uint32_t)(gen))
 
-#define WORKER_MAX 64
-
 /* What the runtime knows about a received message. */
 struct rx_info {
     uint8_t proto;      /* enum sip_transport: UDP, TCP or TLS */
@@ -105,6 +103,13 @@ struct worker {
     /* private */
     struct worker_rt *rt;
 };
+
+/* Arms (or re-arms) t, one of w's timers, to fire ms milliseconds after the
+ * current loop turn's clock. Owner thread. */
+static inline void worker_timer_arm(struct worker *w, struct timer *t, uint64_t ms)
+{
+    timer_arm_at(&w->timers, t, w->now_ms + ms);
+}
 
 /* dns/ hook: has w's epoll watch a c-ares socket for `events` (EPOLLIN
  * and/or EPOLLOUT; 0 forgets it) and hand its events to dns_on_fd().

@@ -954,7 +954,7 @@ static void update_timer(struct dns_worker *dw)
     uint64_t ms;
 
     if (dw->done_head) {
-        timer_arm(dw->w, &dw->timer, 0);
+        worker_timer_arm(dw->w, &dw->timer, 0);
         return;
     }
     tvp = ares_timeout(dw->ch, NULL, &tv);
@@ -963,7 +963,7 @@ static void update_timer(struct dns_worker *dw)
         return;
     }
     ms = (uint64_t)tvp->tv_sec * 1000 + ((uint64_t)tvp->tv_usec + 999) / 1000;
-    timer_arm(dw->w, &dw->timer, ms);
+    worker_timer_arm(dw->w, &dw->timer, ms);
 }
 
 static void on_timer(struct worker *w, struct timer *t)

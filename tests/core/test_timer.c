@@ -37,7 +37,7 @@ static void on_fire(struct worker *wk, struct timer *t)
         /* arm relative to the tick being run, as a loop would see it */
         uint64_t saved = wk->now_ms;
         wk->now_ms = wk->timers.now;
-        timer_arm(wk, t, r->period);
+        worker_timer_arm(wk, t, r->period);
         wk->now_ms = saved;
     }
 }
@@ -46,20 +46,20 @@ static void setup_at(uint64_t now)
 {
     nfired = 0;
     w.now_ms = now;
-    timer_wheel_init(&w.timers, now);
+    timer_wheel_init(&w.timers, now, &w);
 }
 
 static void advance(uint64_t to)
 {
     w.now_ms = to;
-    timer_wheel_run(&w, to);
+    timer_wheel_run(&w.timers, to);
 }
 
 static void arm(struct rec *r, uint64_t ms)
 {
     timer_init(&r->t, on_fire);
     r->due = w.now_ms + ms;
-    timer_arm(&w, &r->t, ms);
+    worker_timer_arm(&w, &r->t, ms);
 }
 
 Test(timer, fires_each_at_its_tick_in_order)

@@ -60,7 +60,7 @@ static void loop_turn(int max_ms)
     int n, timeout;
 
     w->now_ms = now_ms();
-    timer_wheel_run(w, w->now_ms);
+    timer_wheel_run(&w->timers, w->now_ms);
     timeout = timer_wheel_next(&w->timers, w->now_ms, max_ms);
     n = epoll_wait(epfd, ev, 16, timeout);
     w->now_ms = now_ms();
@@ -302,7 +302,7 @@ static void setup_worker(int server_port, bool v4_listener_only)
     cr_assert_not_null(w);
     w->cfg = &cfg;
     w->now_ms = now_ms();
-    timer_wheel_init(&w->timers, w->now_ms);
+    timer_wheel_init(&w->timers, w->now_ms, w);
     epfd = epoll_create1(EPOLL_CLOEXEC);
     cr_assert_geq(epfd, 0);
     cr_assert_eq(dns_worker_init_watch(w, test_watch), 0);
