@@ -7,6 +7,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
+
 #define LOG_LINE_MAX 1024
 
 /* Written once by log_init() before threads start, read-only afterwards. */
@@ -93,12 +95,9 @@ void log_msg(enum log_level level, const char *fmt, ...)
 
 bool log__rl_allow(struct log_rl *rl, enum log_level level, const char *site)
 {
-    struct timespec ts;
-    uint64_t now_ms;
+    uint64_t now_ms = clock_mono_ms();
     unsigned dropped;
 
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    now_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
     if (now_ms - rl->window_ms >= 1000 || rl->window_ms == 0) {
         dropped = rl->suppressed;
         rl->window_ms = now_ms;

@@ -5,9 +5,12 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "core/config.h"
+#include "core/hash.h"
 #include "core/log.h"
 #include "core/mgmt.h"
+#include "core/proxy.h"
 #include "core/sipuri.h"
 #include "core/worker.h"
 #include "tls/tls.h"
@@ -15,10 +18,17 @@
 #define DRAIN_LIMIT_MS 5000
 #define DRAIN_POLL_MS  50
 
-static const char *proto_name(uint8_t proto)
-{
-    return proto == SIP_TRANSPORT_UDP ? "udp" : proto == SIP_TRANSPORT_TCP ? "tcp" : "tls";
-}
+/* The runtime runs the proxy layer through these; the table outlives it. */
+static const struct worker_handlers proxy_handlers = {
+    .init = proxy_worker_init,
+    .cleanup = proxy_worker_cleanup,
+    .on_message = proxy_on_message,
+    .on_worker_msg = proxy_on_worker_msg,
+    .on_conn_closed = proxy_on_conn_closed,
+    .quiescent = proxy_quiescent,
+    .awake = proxy_awake,
+    .busy = proxy_busy,
+};
 
 static void log_startup(const struct config *cfg)
 {
@@ -30,7 +40,7 @@ static void log_startup(const struct config *cfg)
         char a[NETADDR_STRLEN];
         netaddr_str(&cfg->listen[i].addr, a, sizeof(a));
         n += (size_t)snprintf(list + n, sizeof(list) - n, "%s%s:%s", i ? " " : "",
-                              proto_name(cfg->listen[i].proto), a);
+                              sipuri_transport_name(cfg->listen[i].proto), a);
     }
     LOG_I("sipedge %s: %u workers, listening on %s%s", SIPEDGE_VERSION, cfg->workers, list,
           cfg->registrar ? ", registrar on" : "");
@@ -102,22 +112,15 @@ static int wait_signal(const sigset_t *set, long ms)
     return sig < 0 ? 0 : sig;
 }
 
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /* SIGTERM/SIGINT: stop accepting, let in-flight transactions finish for up
  * to DRAIN_LIMIT_MS; a second signal cuts the wait short. */
 static void drain(const sigset_t *set)
 {
-    uint64_t deadline = mono_ms() + DRAIN_LIMIT_MS;
+    uint64_t deadline = clock_mono_ms() + DRAIN_LIMIT_MS;
 
     LOG_I("shutting down: draining for up to %d s", DRAIN_LIMIT_MS / 1000);
     worker_runtime_drain();
-    while (mono_ms() < deadline) {
+    while (clock_mono_ms() < deadline) {
         int sig = wait_signal(set, DRAIN_POLL_MS);
         if (sig == SIGTERM || sig == SIGINT) {
             LOG_I("second signal: stopping now");
@@ -140,6 +143,12 @@ int main(int argc, char **argv)
     rc = config_from_args(&cfg, argc, argv);
     if (rc) return rc == 1 ? 0 : 2;
     log_init(&cfg);
+    /* the key of every table fed by network data, before any thread hashes */
+    rc = hash_init_key();
+    if (rc < 0) {
+        LOG_E("cannot start: no random hash key: %s", strerror(-rc));
+        return 1;
+    }
 
     /* Blocked before any thread starts, so every worker inherits the mask
      * and only this thread receives them. Writes use MSG_NOSIGNAL; SIGPIPE
@@ -156,7 +165,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "sipedge: %s\n", err);
         return 2;
     }
-    rc = worker_runtime_start_tls(&cfg, tls);
+    rc = worker_runtime_start_tls(&cfg, tls, &proxy_handlers);
     if (rc < 0) {
         LOG_E("cannot start: %s", strerror(-rc));
         return 1;

@@ -6,16 +6,16 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "core/buf.h"
+#include "core/clock.h"
 #include "core/log.h"
 #include "core/netaddr.h"
 #include "core/slice.h"
@@ -24,6 +24,8 @@
 #define MGMT_IO_TIMEOUT_S 2 /* per read or write */
 #define MGMT_CONN_LIMIT_S 5 /* a whole request, however it trickles in */
 #define MGMT_REQ_MAX      8192
+#define MGMT_BODY_START   16384      /* a reply body's first buffer, doubled until it fits */
+#define MGMT_BODY_MAX     (1u << 26) /* larger than any real one */
 
 static struct {
     const struct config *cfg;
@@ -90,41 +92,9 @@ static uint64_t counter_of(const struct worker *w, const struct counter *c)
     return load((const _Atomic uint64_t *)(const void *)((const char *)&w->stats + c->off));
 }
 
-/* ---- output buffer ------------------------------------------------------ */
-
-struct out {
-    char *p;
-    size_t len, cap;
-    bool failed;
-};
-
-static void outf(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void outf(struct out *o, const char *fmt, ...)
-{
-    for (int tries = 0; tries < 2 && !o->failed; tries++) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(o->p + o->len, o->cap - o->len, fmt, ap);
-        va_end(ap);
-        if (n < 0) break;
-        if ((size_t)n < o->cap - o->len) {
-            o->len += (size_t)n;
-            return;
-        }
-        size_t cap = (o->cap + (size_t)n + 1) * 2;
-        char *p = realloc(o->p, cap);
-        if (!p) break;
-        o->p = p;
-        o->cap = cap;
-    }
-    o->failed = true;
-}
-
 static uint64_t now_s(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec;
+    return clock_mono_ms() / 1000;
 }
 
 /* ---- /stats and /metrics ---------------------------------------------- */
@@ -134,83 +104,104 @@ static const char *upstream_role(unsigned i)
     return i ? "backup" : "primary";
 }
 
-static void stats_json(struct out *o)
+static void stats_json(struct buf *o)
 {
     unsigned n = worker_count();
     const struct config *cfg = mg.cfg;
-    outf(o, "{\n  \"version\": \"%s\",\n  \"uptime_s\": %llu,\n  \"workers\": %u,\n",
-         SIPEDGE_VERSION, (unsigned long long)(now_s() - mg.start_s), n);
-    outf(o, "  \"total\": {");
+    buf_printf(o, "{\n  \"version\": \"%s\",\n  \"uptime_s\": %llu,\n  \"workers\": %u,\n",
+               SIPEDGE_VERSION, (unsigned long long)(now_s() - mg.start_s), n);
+    buf_printf(o, "  \"total\": {");
     for (size_t k = 0; k < NCOUNTERS; k++) {
         uint64_t sum = 0;
         for (unsigned i = 0; i < n; i++)
             sum += counter_of(worker_get(i), &counters[k]);
-        outf(o, "%s\"%s\": %llu", k ? ", " : "", counters[k].name, (unsigned long long)sum);
+        buf_printf(o, "%s\"%s\": %llu", k ? ", " : "", counters[k].name, (unsigned long long)sum);
     }
     for (int f = TLS_FAIL_NONE + 1; f < TLS_FAIL__COUNT; f++) {
         uint64_t sum = 0;
         for (unsigned i = 0; i < n; i++)
             sum += load(&worker_get(i)->stats.tls_fail[f]);
-        outf(o, ", \"tls_failed_%s\": %llu", tls_fail_str(f), (unsigned long long)sum);
+        buf_printf(o, ", \"tls_failed_%s\": %llu", tls_fail_str(f), (unsigned long long)sum);
     }
-    outf(o, "},\n  \"per_worker\": [\n");
+    buf_printf(o, "},\n  \"per_worker\": [\n");
     for (unsigned i = 0; i < n; i++) {
         const struct worker *w = worker_get(i);
-        outf(o, "    {\"worker\": %u", i);
+        buf_printf(o, "    {\"worker\": %u", i);
         for (size_t k = 0; k < NCOUNTERS; k++)
-            outf(o, ", \"%s\": %llu", counters[k].name,
-                 (unsigned long long)counter_of(w, &counters[k]));
-        outf(o, "}%s\n", i + 1 < n ? "," : "");
+            buf_printf(o, ", \"%s\": %llu", counters[k].name,
+                       (unsigned long long)counter_of(w, &counters[k]));
+        buf_printf(o, "}%s\n", i + 1 < n ? "," : "");
     }
-    outf(o, "  ],\n  \"upstreams\": [");
+    buf_printf(o, "  ],\n  \"upstreams\": [");
     /* every worker probes on its own; worker 0's view is reported */
     const struct worker *w0 = n ? worker_get(0) : NULL;
     for (unsigned u = 0; u < cfg->nupstream && w0; u++) {
         bool down = (load(&w0->stats.upstream_down) >> u) & 1;
         bool active = load(&w0->stats.upstream_active) == u;
-        outf(o, "%s\n    {\"uri\": \"%s\", \"role\": \"%s\", \"answering\": %s, \"active\": %s}",
-             u ? "," : "", cfg->upstream[u], upstream_role(u), down ? "false" : "true",
-             active ? "true" : "false");
+        buf_printf(o,
+                   "%s\n    {\"uri\": \"%s\", \"role\": \"%s\", \"answering\": %s, \"active\": %s}",
+                   u ? "," : "", cfg->upstream[u], upstream_role(u), down ? "false" : "true",
+                   active ? "true" : "false");
     }
-    outf(o, "%s]\n}\n", cfg->nupstream ? "\n  " : "");
+    buf_printf(o, "%s]\n}\n", cfg->nupstream ? "\n  " : "");
 }
 
-static void metrics_text(struct out *o)
+static void metrics_text(struct buf *o)
 {
     unsigned n = worker_count();
     const struct config *cfg = mg.cfg;
     for (size_t k = 0; k < NCOUNTERS; k++) {
         const struct counter *c = &counters[k];
         const char *suffix = c->gauge ? "" : "_total";
-        outf(o, "# HELP sipedge_%s%s %s\n# TYPE sipedge_%s%s %s\n", c->name, suffix, c->help,
-             c->name, suffix, c->gauge ? "gauge" : "counter");
+        buf_printf(o, "# HELP sipedge_%s%s %s\n# TYPE sipedge_%s%s %s\n", c->name, suffix, c->help,
+                   c->name, suffix, c->gauge ? "gauge" : "counter");
         for (unsigned i = 0; i < n; i++)
-            outf(o, "sipedge_%s%s{worker=\"%u\"} %llu\n", c->name, suffix, i,
-                 (unsigned long long)counter_of(worker_get(i), c));
+            buf_printf(o, "sipedge_%s%s{worker=\"%u\"} %llu\n", c->name, suffix, i,
+                       (unsigned long long)counter_of(worker_get(i), c));
     }
-    outf(o, "# HELP sipedge_tls_failures_total TLS handshakes that failed, by reason\n"
-            "# TYPE sipedge_tls_failures_total counter\n");
+    buf_printf(o, "# HELP sipedge_tls_failures_total TLS handshakes that failed, by reason\n"
+                  "# TYPE sipedge_tls_failures_total counter\n");
     for (unsigned i = 0; i < n; i++)
         for (int f = TLS_FAIL_NONE + 1; f < TLS_FAIL__COUNT; f++)
-            outf(o, "sipedge_tls_failures_total{worker=\"%u\",reason=\"%s\"} %llu\n", i,
-                 tls_fail_str(f), (unsigned long long)load(&worker_get(i)->stats.tls_fail[f]));
+            buf_printf(o, "sipedge_tls_failures_total{worker=\"%u\",reason=\"%s\"} %llu\n", i,
+                       tls_fail_str(f),
+                       (unsigned long long)load(&worker_get(i)->stats.tls_fail[f]));
     if (cfg->nupstream && n) {
         const struct worker *w0 = worker_get(0);
-        outf(o, "# HELP sipedge_upstream_up 1 while the SIP Server answers its OPTIONS probes\n"
-                "# TYPE sipedge_upstream_up gauge\n");
+        buf_printf(o,
+                   "# HELP sipedge_upstream_up 1 while the SIP Server answers its OPTIONS probes\n"
+                   "# TYPE sipedge_upstream_up gauge\n");
         for (unsigned u = 0; u < cfg->nupstream; u++)
-            outf(o, "sipedge_upstream_up{role=\"%s\"} %d\n", upstream_role(u),
-                 !((load(&w0->stats.upstream_down) >> u) & 1));
-        outf(o, "# HELP sipedge_upstream_active 1 for the SIP Server requests go to\n"
-                "# TYPE sipedge_upstream_active gauge\n");
+            buf_printf(o, "sipedge_upstream_up{role=\"%s\"} %d\n", upstream_role(u),
+                       !((load(&w0->stats.upstream_down) >> u) & 1));
+        buf_printf(o, "# HELP sipedge_upstream_active 1 for the SIP Server requests go to\n"
+                      "# TYPE sipedge_upstream_active gauge\n");
         for (unsigned u = 0; u < cfg->nupstream; u++)
-            outf(o, "sipedge_upstream_active{role=\"%s\"} %d\n", upstream_role(u),
-                 load(&w0->stats.upstream_active) == u);
+            buf_printf(o, "sipedge_upstream_active{role=\"%s\"} %d\n", upstream_role(u),
+                       load(&w0->stats.upstream_active) == u);
     }
-    outf(o,
-         "# HELP sipedge_uptime_seconds seconds since start\n"
-         "# TYPE sipedge_uptime_seconds gauge\nsipedge_uptime_seconds %llu\n",
-         (unsigned long long)(now_s() - mg.start_s));
+    buf_printf(o,
+               "# HELP sipedge_uptime_seconds seconds since start\n"
+               "# TYPE sipedge_uptime_seconds gauge\nsipedge_uptime_seconds %llu\n",
+               (unsigned long long)(now_s() - mg.start_s));
+}
+
+/* Runs fn into a heap buffer, doubling it until the text fits. Returns the
+ * text (the caller frees it) with *len set, or NULL when out of memory. */
+static char *render(void (*fn)(struct buf *), size_t *len)
+{
+    for (size_t cap = MGMT_BODY_START; cap <= MGMT_BODY_MAX; cap *= 2) {
+        char *p = malloc(cap);
+        if (!p) return NULL;
+        struct buf b = buf_make(p, cap);
+        fn(&b);
+        if (buf_ok(&b)) {
+            *len = b.len;
+            return p;
+        }
+        free(p);
+    }
+    return NULL;
 }
 
 /* ---- one connection ----------------------------------------------------- */
@@ -300,19 +291,16 @@ static void serve(struct client *c)
                 sizeof msg - 1);
         return;
     }
-    struct out o = {0};
-    if (stats)
-        stats_json(&o);
-    else
-        metrics_text(&o);
-    if (o.failed) {
+    size_t blen = 0;
+    char *body = render(stats ? stats_json : metrics_text, &blen);
+    if (!body) {
         static const char msg[] = "out of memory\n";
         respond(c, 500, "Internal Server Error", "text/plain", NULL, msg, sizeof msg - 1);
     } else {
         respond(c, 200, "OK", stats ? "application/json" : "text/plain; version=0.0.4", NULL,
-                head ? NULL : o.p, o.len);
+                head ? NULL : body, blen);
     }
-    free(o.p);
+    free(body);
 }
 
 static void handle(int fd)

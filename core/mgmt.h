@@ -10,7 +10,7 @@
 
 /* Binds cfg->stats_listen and starts serving; tls (taken, may be NULL)
  * serves it over TLS with the server context (and, with --tls-mutual,
- * client certificates required). Call after worker_runtime_start. Returns 0,
+ * client certificates required). Call after worker_runtime_start_tls. Returns 0,
  * or -errno after logging why. */
 int mgmt_start(const struct config *cfg, struct tls_ctx *tls);
 /* SIGHUP: new TLS material for the next connections (taken). */

@@ -538,7 +538,7 @@ static void on_resolve(struct worker *w, struct timer *t)
 static void on_sweep(struct worker *w, struct timer *t);
 static void on_probe(struct worker *w, struct timer *t);
 
-int proxy_worker_init(struct worker *w)
+static int worker_state_init(struct worker *w)
 {
     /* every worker reads the shared maps: it is an RCU (QSBR) reader */
     locmap_thread_register();
@@ -591,6 +591,14 @@ int proxy_worker_init(struct worker *w)
     return 0;
 }
 
+int proxy_worker_init(struct worker *w)
+{
+    /* dns/ first: the proxy resolves from its first timer on */
+    int rc = dns_worker_init(w);
+    if (rc == 0 && (rc = worker_state_init(w)) < 0) dns_worker_cleanup(w);
+    return rc;
+}
+
 void proxy_worker_cleanup(struct worker *w)
 {
     if (!w->proxy) return;
@@ -606,6 +614,9 @@ void proxy_worker_cleanup(struct worker *w)
     free(w->proxy);
     w->proxy = NULL;
     locmap_thread_unregister();
+    /* last: lookups still pending end with -ECANCELED, which the
+     * callbacks take as "drop it" (they check w->proxy) */
+    dns_worker_cleanup(w);
 }
 
 void proxy_quiescent(struct worker *w, bool sleeping)

@@ -145,24 +145,30 @@ enum sip_transport sipuri_transport_id(struct slice n)
     return SIP_TRANSPORT_OTHER;
 }
 
+/* The one table of transport names, upper case (Via) and lower case
+ * (URI parameter, logs); anything without a name reads as UDP. */
+static const char *const transport_names[][2] = {
+    [SIP_TRANSPORT_UDP] = {"UDP", "udp"}, [SIP_TRANSPORT_TCP] = {"TCP", "tcp"},
+    [SIP_TRANSPORT_TLS] = {"TLS", "tls"}, [SIP_TRANSPORT_SCTP] = {"SCTP", "sctp"},
+    [SIP_TRANSPORT_WS] = {"WS", "ws"},    [SIP_TRANSPORT_WSS] = {"WSS", "wss"},
+};
+
+static const char *const *transport_name_pair(enum sip_transport t)
+{
+    if ((unsigned)t >= sizeof(transport_names) / sizeof(transport_names[0]) ||
+        !transport_names[t][0])
+        t = SIP_TRANSPORT_UDP;
+    return transport_names[t];
+}
+
 const char *sipuri_transport_str(enum sip_transport t)
 {
-    switch (t) {
-    case SIP_TRANSPORT_UDP:
-        return "UDP";
-    case SIP_TRANSPORT_TCP:
-        return "TCP";
-    case SIP_TRANSPORT_TLS:
-        return "TLS";
-    case SIP_TRANSPORT_SCTP:
-        return "SCTP";
-    case SIP_TRANSPORT_WS:
-        return "WS";
-    case SIP_TRANSPORT_WSS:
-        return "WSS";
-    default:
-        return "UDP";
-    }
+    return transport_name_pair(t)[0];
+}
+
+const char *sipuri_transport_name(enum sip_transport t)
+{
+    return transport_name_pair(t)[1];
 }
 
 /* host [":" port]; IPv6 references in brackets. Returns the end, or NULL. */

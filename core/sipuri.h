@@ -80,7 +80,11 @@ int sipuri_parse_via(struct slice s, struct sip_via *v);
 bool sipuri_param(struct slice params, struct slice name, struct slice *val);
 
 enum sip_transport sipuri_transport_id(struct slice name);
-const char *sipuri_transport_str(enum sip_transport t); /* "UDP", "TCP", "TLS"... */
+/* The transport's name: upper case as in Via ("UDP", "TCP", "TLS", ...) or
+ * lower case as in a transport= parameter and in logs ("udp", ...). NONE and
+ * OTHER read as UDP. Pure. */
+const char *sipuri_transport_str(enum sip_transport t);
+const char *sipuri_transport_name(enum sip_transport t);
 
 /* True when host is a literal IPv4 (dotted quad) or IPv6 (hex and colons,
  * optional embedded IPv4). Pure syntax checks. */

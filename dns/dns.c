@@ -1186,9 +1186,20 @@ int dns_worker_init_watch(struct worker *w, dns_watch_fn watch)
     return 0;
 }
 
+static void on_fd(struct worker *w, int fd, uint32_t events, void *arg)
+{
+    dns_on_fd(w, fd, events);
+}
+
+/* The runtime's generic fd watch, handing the events to dns_on_fd(). */
+static int runtime_watch(struct worker *w, int fd, uint32_t events)
+{
+    return worker_watch_fd(w, fd, events, on_fd, NULL);
+}
+
 int dns_worker_init(struct worker *w)
 {
-    return dns_worker_init_watch(w, worker_dns_watch);
+    return dns_worker_init_watch(w, runtime_watch);
 }
 
 void dns_worker_cleanup(struct worker *w)

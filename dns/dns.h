@@ -67,7 +67,7 @@ int dns_resolve(struct worker *w, struct slice host, int port, uint8_t transport
 /* Creates w->dns: a c-ares channel (1 s timeout, 2 tries, EDNS) using the
  * servers of w->cfg->dns_servers ("IP", "IP:PORT", "[IPv6]:PORT"), or the
  * system resolver's (/etc/resolv.conf, read here, once) when there are none,
- * and an answer cache. Its sockets are watched through worker_dns_watch().
+ * and an answer cache. Its sockets are watched through worker_watch_fd().
  * Runs on the worker's own thread, before anything resolves. 0 or -errno.
  *
  * The cache is per worker (not the shared RCU table ARCHITECTURE.md §4
@@ -78,7 +78,8 @@ int dns_resolve(struct worker *w, struct slice host, int port, uint8_t transport
 int dns_worker_init(struct worker *w);
 
 /* dns_worker_init() for a loop other than the worker runtime (tests): watch
- * is called as worker_dns_watch() would be. */
+ * is called as worker_watch_fd() would be (events 0: forget fd), and the
+ * loop hands the socket's events to dns_on_fd(). */
 typedef int (*dns_watch_fn)(struct worker *w, int fd, uint32_t events);
 int dns_worker_init_watch(struct worker *w, dns_watch_fn watch);
 
@@ -89,7 +90,7 @@ int dns_worker_init_watch(struct worker *w, dns_watch_fn watch);
 void dns_worker_cleanup(struct worker *w);
 
 /* Loop hook: events (EPOLLIN, EPOLLOUT, EPOLLERR, EPOLLHUP) on a socket
- * handed to worker_dns_watch(). May run callbacks. Owner thread. */
+ * handed to the watch. May run callbacks. Owner thread. */
 void dns_on_fd(struct worker *w, int fd, uint32_t events);
 
 /* True while lookups are in flight (for a drain or a test loop). */

@@ -555,6 +555,25 @@ Test(sipuri, transports)
     }
 }
 
+/* The lower-case names come from the same table; unnamed ids read as UDP. */
+Test(sipuri, transport_names)
+{
+    static const struct {
+        enum sip_transport t;
+        const char *upper, *lower;
+    } t[] = {
+        {SIP_TRANSPORT_UDP, "UDP", "udp"},       {SIP_TRANSPORT_TCP, "TCP", "tcp"},
+        {SIP_TRANSPORT_TLS, "TLS", "tls"},       {SIP_TRANSPORT_SCTP, "SCTP", "sctp"},
+        {SIP_TRANSPORT_WS, "WS", "ws"},          {SIP_TRANSPORT_WSS, "WSS", "wss"},
+        {SIP_TRANSPORT_NONE, "UDP", "udp"},      {SIP_TRANSPORT_OTHER, "UDP", "udp"},
+        {(enum sip_transport)200, "UDP", "udp"},
+    };
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+        cr_expect_str_eq(sipuri_transport_str(t[i].t), t[i].upper, "%d", (int)t[i].t);
+        cr_expect_str_eq(sipuri_transport_name(t[i].t), t[i].lower, "%d", (int)t[i].t);
+    }
+}
+
 /* ---- generic parameters -------------------------------------------------- */
 
 Test(sipuri, param_lookup)
