@@ -165,9 +165,14 @@ int main(int argc, char **argv)
         fprintf(stderr, "sipedge: %s\n", err);
         return 2;
     }
+    /* the maps every worker shares, and the flow-token key (a bad
+     * --flow-secret file is a bad flag: it logged one line naming it) */
+    rc = proxy_global_init(&cfg);
+    if (rc < 0) return rc == -ENOMEM ? 1 : 2;
     rc = worker_runtime_start_tls(&cfg, tls, &proxy_handlers);
     if (rc < 0) {
         LOG_E("cannot start: %s", strerror(-rc));
+        proxy_global_cleanup();
         return 1;
     }
     log_startup(&cfg);
@@ -195,6 +200,7 @@ int main(int argc, char **argv)
     drain(&set);
     mgmt_stop();
     worker_runtime_stop();
+    proxy_global_cleanup();
     LOG_I("stopped");
     return 0;
 }

@@ -5,6 +5,16 @@
 
 #include "core/worker.h"
 
+/* Creates the state every worker of the proxy shares: the built-in
+ * registrar's location map, the flow map and the flow-token key
+ * (--flow-secret). Call once from main, before the workers start; cfg must
+ * outlive proxy_global_cleanup(). 0, or -errno after logging the cause. */
+int proxy_global_init(const struct config *cfg);
+/* Frees what proxy_global_init() made. Call from main after the workers
+ * stopped, when no thread uses the maps any more. Safe when init failed or
+ * never ran. */
+void proxy_global_cleanup(void);
+
 /* The runtime's handlers (struct worker_handlers in core/worker.h). All run
  * on the worker's own thread. */
 /* Starts the worker's resolver (dns/) first, then the proxy state. 0 or
@@ -31,8 +41,8 @@ bool proxy_busy(struct worker *w);
 
 struct locmap;
 
-/* The process-wide location map of the built-in registrar, created on first
- * use. Any thread. */
+/* The process-wide location map of the built-in registrar (NULL before
+ * proxy_global_init()). Any thread. */
 struct locmap *proxy_locmap(void);
 
 struct flowmap;

@@ -1,17 +1,22 @@
-/* Per-worker transaction table: a stateful proxy's server+client transaction pairs. */
+/* Transactions (RFC 3261 §17): the table, sends, Timers A-K, CANCEL/ACK, lingering. */
 #include "core/txn.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
-static uint64_t key_hash(const char *p, size_t n)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (unsigned char)p[i]) * 1099511628211ULL;
-    return h ^ (h >> 31);
-}
+#include "core/buf.h"
+#include "core/hash.h"
+#include "core/proxy-int.h"
+#include "core/reply.h"
+
+#define SWEEP_MS 250 /* granularity of freeing finished transactions */
+
+static void on_sweep(struct worker *w, struct timer *t);
+static void on_retx(struct worker *w, struct timer *t);
+static void on_timeout(struct worker *w, struct timer *t);
+
+/* ---- the table ------------------------------------------------------------ */
 
 int txn_table_init(struct txn_table *t, uint32_t max)
 {
@@ -19,11 +24,13 @@ int txn_table_init(struct txn_table *t, uint32_t max)
     t->max = max;
     t->nbuckets = 1u << 16;
     t->buckets = calloc(t->nbuckets, sizeof *t->buckets);
+    timer_init(&t->sweep, on_sweep);
     return t->buckets ? 0 : -ENOMEM;
 }
 
 void txn_table_cleanup(struct txn_table *t)
 {
+    timer_cancel(&t->sweep);
     for (uint32_t i = 0; i < t->nslots; i++)
         if (t->slots[i]) txn_free(t, t->slots[i]);
     free(t->slots);
@@ -73,12 +80,14 @@ struct txn *txn_new(struct txn_table *t, const char *key, size_t key_len)
         return NULL;
     }
     memcpy(k, key, key_len);
+    timer_init(&x->t_retx, on_retx);
+    timer_init(&x->t_timeout, on_timeout);
     x->slot = slot;
     x->gen = t->gens[slot]++;
     if (t->gens[slot] == 0) t->gens[slot] = 1;
     x->key = k;
     x->key_len = (uint16_t)key_len;
-    x->key_hash = key_hash(key, key_len);
+    x->key_hash = hash_bytes(key, key_len);
     uint32_t b = (uint32_t)x->key_hash & (t->nbuckets - 1);
     x->hnext = t->buckets[b];
     t->buckets[b] = slot + 1;
@@ -107,7 +116,7 @@ void txn_free(struct txn_table *t, struct txn *x)
 
 struct txn *txn_find_key(struct txn_table *t, const char *key, size_t key_len)
 {
-    uint64_t h = key_hash(key, key_len);
+    uint64_t h = hash_bytes(key, key_len);
     for (uint32_t s = t->buckets[(uint32_t)h & (t->nbuckets - 1)]; s; s = t->slots[s - 1]->hnext) {
         struct txn *x = t->slots[s - 1];
         if (x->key_hash == h && x->key_len == key_len && memcmp(x->key, key, key_len) == 0)
@@ -120,4 +129,205 @@ struct txn *txn_find_slot(struct txn_table *t, uint32_t slot, uint32_t gen)
 {
     if (slot >= t->nslots || !t->slots[slot] || t->slots[slot]->gen != gen) return NULL;
     return t->slots[slot];
+}
+
+bool txn_table_in_flight(const struct txn_table *t)
+{
+    for (uint32_t i = 0; i < t->nslots; i++)
+        if (t->slots[i] && t->slots[i]->state != TXN_COMPLETED) return true;
+    return false;
+}
+
+void txn_keep_response(struct txn *x, const char *buf, size_t len, int status)
+{
+    char *c = realloc(x->resp, len);
+    if (!c) return;
+    memcpy(c, buf, len);
+    x->resp = c;
+    x->resp_len = (uint32_t)len;
+    x->resp_status = status;
+}
+
+/* ---- sending ---------------------------------------------------------------- */
+
+int txn__send_client(struct worker *w, struct txn *x, const char *buf, size_t len)
+{
+    conn_ref used = CONN_REF_NONE;
+    int rc = worker_send(w, x->out_proto, x->out_listener, &x->out_dst, x->out_conn, x->tls_name,
+                         buf, len, &used);
+    if (rc == 0 && used != CONN_REF_NONE) x->out_conn = used;
+    return rc;
+}
+
+void txn__send_server(struct worker *w, struct txn *x, const char *buf, size_t len)
+{
+    reply__send_back(w, &x->rx, &x->resp_dst, buf, len);
+}
+
+/* A CANCEL or ACK for the forwarded INVITE, built from what we sent
+ * (RFC 3261 §9.1, §17.1.1.3): same R-URI, our Via only, Route, From,
+ * Call-ID, CSeq number; To from the response for ACK. */
+static ssize_t build_hop_request(const struct txn *x, const char *method, struct slice to,
+                                 char *out, size_t cap)
+{
+    struct sip_msg m;
+    struct sip_hdr hdrs[MAX_HDRS];
+    struct sipmsg_limits lim = {OUT_CAP, MAX_HDRS};
+    if (sipmsg_parse(x->req, x->req_len, &m, hdrs, &lim, SIPMSG_DATAGRAM) < 0) return -1;
+    struct buf b = buf_make(out, cap);
+    buf_printf(&b, "%s ", method);
+    buf_put_slice(&b, m.ruri);
+    buf_puts(&b, " SIP/2.0\r\n");
+    const struct sip_hdr *v = sipmsg_hdr(&m, SIP_HDR_VIA);
+    buf_puts(&b, "Via: ");
+    buf_put_slice(&b, v->value);
+    buf_puts(&b, "\r\n");
+    for (unsigned i = 0; i < m.nhdrs; i++) {
+        const struct sip_hdr *h = &m.hdrs[i];
+        if (h->kind == SIP_HDR_ROUTE || h->kind == SIP_HDR_FROM || h->kind == SIP_HDR_CALL_ID ||
+            (h->kind == SIP_HDR_TO && to.len == 0)) {
+            buf_put_slice(&b, h->name);
+            buf_puts(&b, ": ");
+            buf_put_slice(&b, h->value);
+            buf_puts(&b, "\r\n");
+        }
+    }
+    if (to.len) {
+        buf_puts(&b, "To: ");
+        buf_put_slice(&b, to);
+        buf_puts(&b, "\r\n");
+    }
+    buf_printf(&b, "CSeq: %u %s\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n", m.cseq, method);
+    return buf_ok(&b) ? (ssize_t)b.len : -1;
+}
+
+void txn__send_cancel(struct worker *w, struct txn *x)
+{
+    ssize_t n = build_hop_request(x, "CANCEL", SLICE_NULL, w->proxy->aux, OUT_CAP);
+    if (n > 0) txn__send_client(w, x, w->proxy->aux, (size_t)n);
+    x->cancelled = true;
+}
+
+void txn__send_ack(struct worker *w, struct txn *x, struct slice to)
+{
+    ssize_t n = build_hop_request(x, "ACK", to, w->proxy->aux, OUT_CAP);
+    if (n > 0) txn__send_client(w, x, w->proxy->aux, (size_t)n);
+}
+
+void txn__reply(struct worker *w, struct txn *x, const struct sip_msg *m, int code,
+                const char *warning)
+{
+    struct proxy_worker *p = w->proxy;
+    ssize_t n = reply_build(m, &x->rx.src, code, warning, NULL, p->aux, OUT_CAP);
+    if (n <= 0) return;
+    txn__send_server(w, x, p->aux, (size_t)n);
+    txn_keep_response(x, p->aux, (size_t)n, code);
+}
+
+/* ---- timers ------------------------------------------------------------------ */
+
+/* Frees the lingering transactions whose time is up. One timer for all of
+ * them: a list per linger duration is already in expiry order, so finished
+ * transactions cost no wheel entry and no wake-up of their own. */
+static void on_sweep(struct worker *w, struct timer *t)
+{
+    struct txn_table *tt = (struct txn_table *)((char *)t - offsetof(struct txn_table, sweep));
+    bool more = false;
+    for (unsigned k = 0; k < 2; k++) {
+        struct txn *x;
+        while ((x = tt->linger_head[k]) && x->linger_until <= w->now_ms) {
+            tt->linger_head[k] = x->lnext;
+            if (!tt->linger_head[k]) tt->linger_tail[k] = NULL;
+            txn_free(tt, x);
+        }
+        more |= tt->linger_head[k] != NULL;
+    }
+    if (more) worker_timer_arm(w, &tt->sweep, SWEEP_MS);
+}
+
+void txn__linger(struct worker *w, struct txn *x)
+{
+    struct txn_table *tt = &w->proxy->txns;
+    timer_cancel(&x->t_retx);
+    timer_cancel(&x->t_timeout);
+    if (x->lingering) return;
+    /* Timer J / K / D: absorb retransmissions for a while, then forget */
+    unsigned k = x->rx.proto != SIP_TRANSPORT_UDP;
+    x->lingering = true;
+    x->linger_until = w->now_ms + (k ? 1000 : 64 * T1_MS);
+    x->lnext = NULL;
+    if (tt->linger_tail[k])
+        tt->linger_tail[k]->lnext = x;
+    else
+        tt->linger_head[k] = x;
+    tt->linger_tail[k] = x;
+    if (!timer_armed(&tt->sweep)) worker_timer_arm(w, &tt->sweep, SWEEP_MS);
+}
+
+void txn__arm(struct worker *w, struct txn *x)
+{
+    if (x->out_proto == SIP_TRANSPORT_UDP) {
+        x->retx_ms = T1_MS;
+        worker_timer_arm(w, &x->t_retx, T1_MS);
+    }
+    worker_timer_arm(w, &x->t_timeout, 64 * T1_MS); /* Timer B / F */
+}
+
+static void on_retx(struct worker *w, struct timer *t)
+{
+    struct txn *x = (struct txn *)((char *)t - offsetof(struct txn, t_retx));
+    if (x->state == TXN_COMPLETED) {
+        /* Timer G: our non-2xx final response until the ACK arrives */
+        if (x->ack_seen || !x->resp) return;
+        txn__send_server(w, x, x->resp, x->resp_len);
+        x->retx_ms = x->retx_ms * 2 < T2_MS ? x->retx_ms * 2 : T2_MS;
+        worker_timer_arm(w, &x->t_retx, x->retx_ms);
+        return;
+    }
+    /* Timer A (INVITE) / E (non-INVITE) */
+    if (x->invite && x->state == TXN_PROCEEDING) return;
+    txn__send_client(w, x, x->req, x->req_len);
+    if (x->invite || x->state == TXN_TRYING) x->retx_ms *= 2;
+    if (!x->invite && x->retx_ms > T2_MS) x->retx_ms = T2_MS;
+    if (x->state == TXN_PROCEEDING && !x->invite) x->retx_ms = T2_MS;
+    worker_timer_arm(w, &x->t_retx, x->retx_ms);
+}
+
+/* 408 towards the sender, rebuilt from our forwarded copy minus our own Via. */
+static void reply_timeout(struct worker *w, struct txn *x)
+{
+    struct sip_msg m;
+    struct sip_hdr hdrs[MAX_HDRS];
+    struct sipmsg_limits lim = {OUT_CAP, MAX_HDRS};
+    if (sipmsg_parse(x->req, x->req_len, &m, hdrs, &lim, SIPMSG_DATAGRAM) <= 0 ||
+        m.count[SIP_HDR_VIA] < 2)
+        return;
+    hdrs[m.first[SIP_HDR_VIA]].kind = SIP_HDR_OTHER; /* skip our Via */
+    /* the sender's Via in our copy already carries received/rport, so
+     * reply_build adds neither a second time */
+    txn__reply(w, x, &m, 408, NULL);
+}
+
+/* Timer B / F / H, and Timer C once a provisional came. */
+static void on_timeout(struct worker *w, struct timer *t)
+{
+    struct txn *x = (struct txn *)((char *)t - offsetof(struct txn, t_timeout));
+    struct upstream_set *ups = &w->proxy->ups;
+    if (x->probe) {
+        upstream__probe_timed_out(w, x);
+        return;
+    }
+    if (x->state == TXN_COMPLETED) {
+        /* Timer H: no ACK for our non-2xx response */
+        txn__linger(w, x);
+        return;
+    }
+    if (x->to_upstream && x->upstream_idx == ups->active && !x->provisional_seen)
+        upstream__state(w, x->upstream_idx, false); /* the active SIP Server did not answer */
+    STAT_INC(w, timeouts);
+    if (x->invite && x->provisional_seen && !x->cancelled) txn__send_cancel(w, x); /* Timer C */
+    if (!x->invite || !x->resp_status || x->resp_status < 200) reply_timeout(w, x);
+    x->state = TXN_COMPLETED;
+    x->ack_seen = true; /* no Timer G for a 408 we made; a late ACK is absorbed */
+    txn__linger(w, x);
 }

@@ -1,4 +1,4 @@
-/* Per-worker transaction table: a stateful proxy's server+client transaction pairs. */
+/* Per-worker transactions (RFC 3261 §17): server+client pairs, their table and timers. */
 #ifndef SIPEDGE_TXN_H
 #define SIPEDGE_TXN_H
 
@@ -15,7 +15,11 @@ enum txn_state {
 };
 
 /* One proxied request: the server side (towards the sender) and the single
- * client side (towards the next hop). Owned by the worker that created it. */
+ * client side (towards the next hop). Owned by the worker that created it;
+ * only that worker reads or writes it. Filled by whoever starts it
+ * (core/forward.c for a forwarded request, core/upstream.c for a probe);
+ * state, timers and the kept response are then written by core/txn.c,
+ * core/response.c (responses) and core/proxy.c (ACK, CANCEL). */
 struct txn {
     uint32_t slot, gen;
     uint32_t hnext;    /* private: server-key hash chain (slot + 1, 0 ends) */
@@ -60,6 +64,7 @@ struct txn {
     struct txn *lnext;
 };
 
+/* A worker's transactions. Owner worker only; core/txn.c writes every field. */
 struct txn_table {
     struct txn **slots; /* slot -> txn or NULL */
     uint32_t *gens;     /* next generation per slot */
@@ -70,19 +75,35 @@ struct txn_table {
     uint32_t nbuckets; /* power of two */
     uint32_t live;
     uint32_t max;
+    /* completed transactions absorbing retransmissions, in expiry order:
+     * [0] received over UDP, [1] over a stream; freed by the sweep timer */
+    struct txn *linger_head[2], *linger_tail[2];
+    struct timer sweep;
 };
 
+/* Sets up an empty table for at most max transactions. 0 or -ENOMEM. Owner
+ * worker (the timers it arms later are that worker's). */
 int txn_table_init(struct txn_table *t, uint32_t max);
+/* Frees every transaction (cancelling their timers) and the table. */
 void txn_table_cleanup(struct txn_table *t);
 
-/* Allocates a transaction with a copy of the server key. NULL when the table
- * is full or memory ran out. Owner worker only. */
+/* Allocates a zeroed transaction with a copy of the server key and its
+ * retransmission and timeout timers set up (core/txn.c handles them). NULL
+ * when the table is full or memory ran out. Owner worker only. */
 struct txn *txn_new(struct txn_table *t, const char *key, size_t key_len);
-/* Unlinks and frees a transaction, cancelling its timers. */
+/* Unlinks and frees a transaction, cancelling its timers. Owner worker. */
 void txn_free(struct txn_table *t, struct txn *x);
-/* Server transaction by key. */
+/* Server transaction by key, or NULL. Owner worker. */
 struct txn *txn_find_key(struct txn_table *t, const char *key, size_t key_len);
-/* Client transaction by slot and generation (from our branch); NULL if stale. */
+/* Client transaction by slot and generation (from our branch); NULL if stale.
+ * Owner worker. */
 struct txn *txn_find_slot(struct txn_table *t, uint32_t slot, uint32_t gen);
+/* True while some transaction has not sent its final response (the drain
+ * waits for them). Owner worker. */
+bool txn_table_in_flight(const struct txn_table *t);
+/* Keeps a copy of the response last sent towards the sender, to answer
+ * retransmitted requests with it (on allocation failure the old copy
+ * stays). Owner worker. */
+void txn_keep_response(struct txn *x, const char *buf, size_t len, int status);
 
 #endif

@@ -1,0 +1,255 @@
+/* Forwarding a request: its transaction, Via, Record-Route, Path, Max-Forwards, send. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/branch.h"
+#include "core/buf.h"
+#include "core/log.h"
+#include "core/proxy-int.h"
+#include "core/reply.h"
+#include "core/rewrite.h"
+#include "registry/flowtoken.h"
+
+/* The header lines forward__request() splices in; they must live until the
+ * rewrite is built. */
+struct fwd_lines {
+    char via[512];
+    char rr[768];
+    char path[512];
+    char token[FLOWTOKEN_STR_LEN + 1];
+};
+
+/* "Name: <sip:[token@]host:port;transport=x;lr[;ob]>\r\n" for one of our
+ * listeners. Returns the length, or 0 when it does not fit. */
+static int own_uri_line(const struct worker *w, const char *name, int listener, uint8_t proto,
+                        const char *token, bool ob, char *out, size_t cap)
+{
+    struct buf b = buf_make(out, cap);
+    buf_puts(&b, name);
+    buf_puts(&b, ": <sip:");
+    if (token) {
+        buf_puts(&b, token);
+        buf_put(&b, "@", 1);
+    }
+    buf_puts(&b, worker_listener_host(w, (unsigned)listener));
+    buf_put(&b, ":", 1);
+    buf_put_u(&b, (unsigned)worker_listener_port(w, (unsigned)listener));
+    buf_puts(&b, ";transport=");
+    buf_puts(&b, sipuri_transport_name(proto));
+    buf_puts(&b, ob ? ";lr;ob>\r\n" : ";lr>\r\n");
+    return buf_ok(&b) ? (int)b.len : 0;
+}
+
+/* RFC 5626: the UA said "Supported: outbound". */
+static bool supports_outbound(const struct sip_msg *m)
+{
+    for (unsigned i = 0; i < m->count[SIP_HDR_SUPPORTED]; i++)
+        if (slice_case_eq_lit(sipmsg_hdr_nth(m, SIP_HDR_SUPPORTED, i)->value, "outbound"))
+            return true;
+    return false;
+}
+
+/* The client+server transaction for a request forwarded along rp from
+ * listener out_l, or NULL after answering 503 (table full). */
+static struct txn *open_txn(struct worker *w, const struct rx_info *rx, const struct sip_msg *m,
+                            const struct route_plan *rp, int out_l, const char *key, size_t key_len)
+{
+    struct txn *x = txn_new(&w->proxy->txns, key, key_len);
+    if (!x) {
+        reply__send_retry(w, rx, m, 503, "Transaction Table Full", PROXY_RETRY_AFTER_S);
+        return NULL;
+    }
+    x->method = m->method;
+    x->invite = m->method == SIP_METHOD_INVITE;
+    x->rx = *rx;
+    reply_dst(m, rx, &x->resp_dst);
+    x->out_proto = rp->proto;
+    /* over UDP the request leaves from, and its Via names, this worker's
+     * private port: the responses come back to this worker */
+    x->out_listener = rp->proto == SIP_TRANSPORT_UDP ? out_l | WORKER_SEND_PRIVATE : -1;
+    x->out_dst = rp->dst;
+    x->out_conn = rp->conn;
+    x->to_upstream = rp->to_upstream;
+    x->upstream_idx = (uint8_t)rp->upstream_idx;
+    if (rp->tls_name[0]) x->tls_name = strdup(rp->tls_name);
+    return x;
+}
+
+/* Our Via line: the listener's host, this worker's port, and a branch naming
+ * transaction x (or, without one, derived from the sender's branch). */
+static size_t our_via(struct worker *w, const struct sip_msg *m, struct txn *x,
+                      const struct route_plan *rp, int out_l, char *out, size_t cap)
+{
+    const char *host = worker_listener_host(w, (unsigned)out_l);
+    int port = x && rp->proto == SIP_TRANSPORT_UDP ? worker_via_port(w, (unsigned)out_l)
+                                                   : worker_listener_port(w, (unsigned)out_l);
+    struct buf vb = buf_make(out, cap);
+    buf_puts(&vb, "Via: SIP/2.0/");
+    buf_puts(&vb, sipuri_transport_str(rp->proto));
+    buf_put(&vb, " ", 1);
+    buf_puts(&vb, host);
+    buf_put(&vb, ":", 1);
+    buf_put_u(&vb, (unsigned)port);
+    buf_puts(&vb, ";branch=");
+    if (x) {
+        struct branch_id id = {w->id, x->slot, x->gen, branch_loop_hash(m)};
+        x->branch_len = (uint8_t)branch_encode(&id, x->branch, sizeof x->branch);
+        buf_put(&vb, x->branch, x->branch_len);
+    } else {
+        /* stateless: derived from the incoming branch, stable across retransmissions */
+        struct sip_via tv;
+        char br[BRANCH_STATELESS_LEN];
+        sipuri_parse_via(sipmsg_hdr(m, SIP_HDR_VIA)->value, &tv);
+        buf_put(&vb, br, branch_stateless(tv.branch, br, sizeof br));
+    }
+    buf_put(&vb, "\r\n", 2);
+    return buf_ok(&vb) ? vb.len : 0;
+}
+
+/* received / rport on the sender's Via (RFC 3261 §18.2.1, RFC 3581). */
+static void mark_sender_via(struct rewrite *rw, const struct sip_msg *m, const struct rx_info *rx)
+{
+    const struct sip_hdr *tvh = sipmsg_hdr(m, SIP_HDR_VIA);
+    struct sip_via tv;
+    if (sipuri_parse_via(tvh->value, &tv) < 0) return;
+    char ip[NETADDR_STRLEN];
+    size_t iplen = netaddr_ip_str(&rx->src, ip, sizeof ip);
+    bool differs = !slice_eq(tv.host, slice_make(ip, iplen));
+    if ((differs || tv.has_rport) && tv.received.len == 0)
+        rewrite_via_received(rw, tvh, slice_make(ip, iplen),
+                             tv.has_rport ? netaddr_port(&rx->src) : -1);
+    else if (tv.has_rport)
+        rewrite_via_received(rw, tvh, SLICE_NULL, netaddr_port(&rx->src));
+}
+
+/* A flow token naming the connection an endpoint's request came on, so
+ * later requests routed through our Record-Route or Path entry go back over
+ * that very connection (RFC 5626 §5.2 style). NULL when none applies (from
+ * the SIP Server or a peer; an endpoint's non-REGISTER over UDP). */
+static const char *flow_token(struct worker *w, const struct rx_info *rx, const struct sip_msg *m,
+                              const struct route_plan *rp, struct fwd_lines *l)
+{
+    if (!rp->from_endpoint || (m->method != SIP_METHOD_REGISTER && rx->proto == SIP_TRANSPORT_UDP))
+        return NULL;
+    size_t tn =
+        flowtoken_encode(w->proxy->key, rx->conn, rx->proto, &rx->src, l->token, sizeof l->token);
+    l->token[tn] = 0;
+    return tn ? l->token : NULL;
+}
+
+/* Record-Route on dialog-creating requests; two entries when the transport
+ * or interface changes (RFC 5658): the top one faces the next hop, the
+ * second faces the sender and carries the flow token. Path on a REGISTER
+ * relayed to the SIP Server (RFC 3327). */
+static void add_record_route_path(struct worker *w, struct rewrite *rw, const struct rx_info *rx,
+                                  const struct sip_msg *m, const struct route_plan *rp, int out_l,
+                                  struct fwd_lines *l)
+{
+    const char *tok = flow_token(w, rx, m, rp, l);
+    if (route_creates_dialog(m)) {
+        int in_l = rx->listener;
+        bool twice = in_l != out_l || rx->proto != rp->proto;
+        int rrn = own_uri_line(w, "Record-Route", out_l, rp->proto, twice ? NULL : tok, false,
+                               l->rr, sizeof l->rr);
+        if (twice)
+            rrn += own_uri_line(w, "Record-Route", in_l, rx->proto, tok, false, l->rr + rrn,
+                                sizeof l->rr - (size_t)rrn);
+        rewrite_add_before(rw, m, SIP_HDR_RECORD_ROUTE, slice_make(l->rr, (size_t)rrn));
+    }
+    if (m->method == SIP_METHOD_REGISTER && rp->to_upstream) {
+        int pn = own_uri_line(w, "Path", out_l, rp->proto, tok, supports_outbound(m), l->path,
+                              sizeof l->path);
+        rewrite_add_before(rw, m, SIP_HDR_PATH, slice_make(l->path, (size_t)pn));
+    }
+}
+
+/* The forwarded request into w->proxy->out: our Via on top, the sender's
+ * Via marked, Max-Forwards decremented, our Routes popped, the new
+ * Request-URI, Record-Route and Path. Returns its length or -1. */
+static ssize_t build_forwarded(struct worker *w, const struct rx_info *rx, const struct sip_msg *m,
+                               const char *buf, size_t len, const struct route_plan *rp,
+                               struct txn *x, int out_l)
+{
+    struct fwd_lines l;
+    struct rewrite rw;
+    size_t vn = our_via(w, m, x, rp, out_l, l.via, sizeof l.via);
+    rewrite_init(&rw, buf, m->msg_len < len ? m->msg_len : len);
+    if (m->body.len < (size_t)(buf + len - m->body.ptr) && rx->proto == SIP_TRANSPORT_UDP) {
+        /* datagram bytes beyond Content-Length are not forwarded (RFC 4475 dblreq) */
+        size_t end = sipmsg_off(buf, m->body) + m->body.len;
+        rewrite_init(&rw, buf, end);
+    }
+    rewrite_add_top(&rw, m, slice_make(l.via, vn));
+    mark_sender_via(&rw, m, rx);
+    rewrite_dec_max_forwards(&rw, m, 70);
+    rewrite_remove_top(&rw, m, SIP_HDR_ROUTE, rp->npop);
+    if (rp->new_ruri_len)
+        rewrite_splice(&rw, sipmsg_off(buf, m->ruri), m->ruri.len,
+                       slice_make(rp->new_ruri, rp->new_ruri_len));
+    add_record_route_path(w, &rw, rx, m, rp, out_l, &l);
+    return rewrite_build(&rw, w->proxy->out, OUT_CAP);
+}
+
+/* Sends the forwarded request (n bytes in w->proxy->out) as transaction x:
+ * 100 Trying first for INVITE, then the request; when it cannot leave,
+ * 480 (a phone's flow) or 503 towards the sender. */
+static void send_stateful(struct worker *w, const struct rx_info *rx, const struct sip_msg *m,
+                          const struct route_plan *rp, struct txn *x, size_t n)
+{
+    struct proxy_worker *p = w->proxy;
+    x->req = malloc(n);
+    if (!x->req) {
+        txn_free(&p->txns, x);
+        reply__send(w, rx, m, 500, NULL, NULL);
+        return;
+    }
+    memcpy(x->req, p->out, n);
+    x->req_len = (uint32_t)n;
+    if (x->invite) txn__reply(w, x, m, 100, NULL);
+    int rc = txn__send_client(w, x, x->req, x->req_len);
+    if (rc < 0) {
+        LOG_RL(LOG_WARN, "forwarding failed: %s", strerror(-rc));
+        txn__reply(w, x, m, rp->conn != CONN_REF_NONE ? 480 : 503, "Next Hop Unreachable");
+        x->state = TXN_COMPLETED;
+        x->ack_seen = true;
+        txn__linger(w, x);
+        return;
+    }
+    txn__arm(w, x);
+    STAT_INC(w, forwarded);
+}
+
+void forward__request(struct worker *w, const struct rx_info *rx, const struct sip_msg *m,
+                      const char *buf, size_t len, const struct route_plan *rp, const char *key,
+                      size_t key_len)
+{
+    struct proxy_worker *p = w->proxy;
+    if (netaddr_is_forbidden(&rp->dst)) {
+        reply__send(w, rx, m, 403, "Forbidden Next Hop", NULL);
+        return;
+    }
+    int out_l = route_pick_listener(w->cfg, rp->proto, rp->dst.sa.sa_family);
+    if (out_l < 0) out_l = route_pick_listener(w->cfg, rp->proto, AF_UNSPEC);
+    if (out_l < 0) {
+        reply__send(w, rx, m, 503, "No Listener For Transport", NULL);
+        return;
+    }
+    /* ACK is forwarded without a transaction */
+    struct txn *x = NULL;
+    if (m->method != SIP_METHOD_ACK && !(x = open_txn(w, rx, m, rp, out_l, key, key_len))) return;
+    ssize_t n = build_forwarded(w, rx, m, buf, len, rp, x, out_l);
+    if (n < 0 || (size_t)n > w->cfg->max_message_size) {
+        if (x) txn_free(&p->txns, x);
+        reply__send(w, rx, m, 513, NULL, NULL);
+        return;
+    }
+    if (x) {
+        send_stateful(w, rx, m, rp, x, (size_t)n);
+        return;
+    }
+    conn_ref used;
+    worker_send(w, rp->proto, rp->proto == SIP_TRANSPORT_UDP ? out_l : -1, &rp->dst, rp->conn,
+                rp->tls_name[0] ? rp->tls_name : NULL, p->out, (size_t)n, &used);
+    STAT_INC(w, forwarded);
+}
