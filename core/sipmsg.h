@@ -174,10 +174,11 @@ struct sipmsg_limits {
 int sipmsg_parse(const char *buf, size_t len, struct sip_msg *m, struct sip_hdr *hdrs,
                  const struct sipmsg_limits *lim, unsigned flags);
 
-/* RFC 3261 §16.3 / §8.2 checks a proxy makes before routing a parsed message:
- * mandatory headers, single-valued headers given once, CSeq method matching
- * the request method, Request-URI, Via and address headers well formed.
- * Returns SIP_ERR_NONE or the reason (also stored in m->err). */
+/* RFC 3261 §16.3 / §8.2 checks a proxy makes before routing a parsed message
+ * (core/sipmsg_validate.c): mandatory headers, single-valued headers given
+ * once, CSeq method matching the request method, Request-URI, Via and address
+ * headers well formed. Returns SIP_ERR_NONE or the reason (also stored in
+ * m->err). Pure; any thread. */
 enum sip_err sipmsg_validate(struct sip_msg *m);
 
 /* Response code for a rejected request: 400, 505, 413 or 513. */
