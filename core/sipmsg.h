@@ -181,11 +181,18 @@ int sipmsg_parse(const char *buf, size_t len, struct sip_msg *m, struct sip_hdr 
  * m->err). Pure; any thread. */
 enum sip_err sipmsg_validate(struct sip_msg *m);
 
-/* Response code for a rejected request: 400, 505, 413 or 513. */
+/* Response code for a request rejected with e: 505 for SIP_ERR_VERSION, 513
+ * for SIP_ERR_TOO_LARGE, else 400. Pure; any thread. */
 int sipmsg_err_status(enum sip_err e);
+/* Reason phrase for e (static storage; "unknown error" outside the enum).
+ * Pure; any thread. */
 const char *sipmsg_err_str(enum sip_err e);
 
+/* The method a request line names, case-sensitively (RFC 3261 §7.1);
+ * SIP_METHOD_OTHER when it is none of enum sip_method. Pure; any thread. */
 enum sip_method sipmsg_method_id(struct slice name);
+/* The kind of a header name, full or compact form, case-insensitively;
+ * SIP_HDR_OTHER when unknown or not a token. Pure; any thread. */
 enum sip_hdr_kind sipmsg_hdr_kind(struct slice name);
 
 /* Header access: the documented way to read a parsed message's headers,
