@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -317,54 +318,178 @@ static int finish(struct config *cfg)
     return 0;
 }
 
+/* Flags that set one unsigned field of struct config to a number in a range. */
+struct num_opt {
+    int id;
+    unsigned lo, hi;
+    size_t field;    /* offset of the unsigned in struct config */
+    const char *why; /* the complaint when the value is not in lo..hi */
+};
+
+/* offsetof(struct config, f), refusing to compile unless f is an unsigned. */
+#define UNSIGNED_AT(f)                                                                             \
+    (offsetof(struct config, f) + 0 * sizeof(_Generic(((struct config *)0)->f, unsigned : 1)))
+
+static const struct num_opt num_opts[] = {
+    {OPT_WORKERS, 1, WORKER_MAX, UNSIGNED_AT(workers), "must be a number in 1..64"},
+    {OPT_TLS_HS_TIMEOUT, 1, 600000, UNSIGNED_AT(tls_handshake_timeout_ms),
+     "must be a number of milliseconds in 1..600000"},
+    {OPT_OOS_CHECK, 1, 3600, UNSIGNED_AT(oos_check_s), "must be a number of seconds in 1..3600"},
+    {OPT_OOS_FORCE, 1, 3600, UNSIGNED_AT(oos_force_s), "must be a number of seconds in 1..3600"},
+    {OPT_MAX_CONNECTIONS, 1, 1u << 22, UNSIGNED_AT(max_connections),
+     "must be a number in 1..4194304"},
+    {OPT_MAX_MESSAGE_SIZE, 512, 1u << 20, UNSIGNED_AT(max_message_size),
+     "must be a number of bytes in 512..1048576"},
+    {OPT_OVERLOAD_DIALOG_RATE, 0, 1000000, UNSIGNED_AT(overload_dialog_rate),
+     "must be a number in 0..1000000"},
+};
+
+static int apply_number(struct config *cfg, const struct num_opt *o, const char *arg)
+{
+    if (!parse_uint(arg, o->lo, o->hi, (unsigned *)((char *)cfg + o->field)))
+        return bad(o->id, o->why);
+    return 0;
+}
+
+static int apply_listen(struct config *cfg, const char *arg)
+{
+    if (cfg->nlisten == CONFIG_MAX_LISTEN) return bad(OPT_LISTEN, "more than 16 listeners");
+    switch (parse_listen(&cfg->listen[cfg->nlisten], arg)) {
+    case 0:
+        cfg->nlisten++;
+        return 0;
+    case -EPROTONOSUPPORT:
+        return bad(OPT_LISTEN, "PROTO must be udp, tcp or tls");
+    default:
+        return bad(OPT_LISTEN,
+                   "expected PROTO:HOST:PORT with an IP literal HOST and PORT 1..65535");
+    }
+}
+
+static int apply_advertise(struct config *cfg, const char *arg)
+{
+    if (!printable(arg) || !copy_str(cfg->advertise, sizeof(cfg->advertise), arg))
+        return bad(OPT_ADVERTISE, "HOST must be 1..255 printable characters");
+    return 0;
+}
+
+static int apply_upstream(struct config *cfg, const char *arg)
+{
+    if (cfg->nupstream == 2) return bad(OPT_UPSTREAM, "given more than twice");
+    if (!valid_sip_uri(arg) ||
+        !copy_str(cfg->upstream[cfg->nupstream], sizeof(cfg->upstream[0]), arg))
+        return bad(OPT_UPSTREAM, "expected a sip: or sips: URI");
+    cfg->nupstream++;
+    return 0;
+}
+
+static int apply_peer(struct config *cfg, const char *arg)
+{
+    struct peer_cfg *p;
+    const char *eq;
+
+    if (cfg->npeers == CONFIG_MAX_PEERS) return bad(OPT_PEER, "more than 16 peers");
+    p = &cfg->peers[cfg->npeers];
+    eq = strchr(arg, '=');
+    if (!eq || eq == arg || (size_t)(eq - arg) >= sizeof(p->domain))
+        return bad(OPT_PEER, "expected DOMAIN=URI");
+    memcpy(p->domain, arg, (size_t)(eq - arg));
+    p->domain[eq - arg] = '\0';
+    if (!printable(p->domain) || !valid_sip_uri(eq + 1) ||
+        !copy_str(p->uri, sizeof(p->uri), eq + 1))
+        return bad(OPT_PEER, "expected DOMAIN=URI with a sip: or sips: URI");
+    cfg->npeers++;
+    return 0;
+}
+
+static int apply_dns_server(struct config *cfg, const char *arg)
+{
+    struct netaddr a;
+
+    if (cfg->ndns == CONFIG_MAX_DNS) return bad(OPT_DNS_SERVER, "more than 4 servers");
+    if (netaddr_parse(&a, slice_make(arg, strlen(arg))) < 0 &&
+        netaddr_from_ip(&a, slice_make(arg, strlen(arg)), 53) < 0)
+        return bad(OPT_DNS_SERVER, "expected an IP literal, IP:PORT or [IPv6]:PORT");
+    if (!copy_str(cfg->dns_servers[cfg->ndns], sizeof(cfg->dns_servers[0]), arg))
+        return bad(OPT_DNS_SERVER, "too long");
+    cfg->ndns++;
+    return 0;
+}
+
+static int apply_worker_ports(struct config *cfg, const char *arg)
+{
+    unsigned base;
+
+    if (strcmp(arg, "auto") == 0)
+        cfg->worker_ports = 0;
+    else if (strcmp(arg, "off") == 0)
+        cfg->worker_ports = -1;
+    else if (parse_uint(arg, 1024, 65535, &base))
+        cfg->worker_ports = (int)base;
+    else
+        return bad(OPT_WORKER_PORTS, "expected auto, off or a port number in 1024..65535");
+    return 0;
+}
+
+static int apply_stats_listen(struct config *cfg, const char *arg)
+{
+    struct netaddr a;
+
+    if (netaddr_parse(&a, slice_make(arg, strlen(arg))) < 0 || netaddr_port(&a) == 0 ||
+        !copy_str(cfg->stats_listen, sizeof(cfg->stats_listen), arg))
+        return bad(OPT_STATS_LISTEN, "expected HOST:PORT with an IP literal HOST");
+    return 0;
+}
+
+static int apply_log_level(struct config *cfg, const char *arg)
+{
+    static const char *const names[] = {"error", "warn", "info", "debug"};
+
+    for (unsigned i = 0; i < 4; i++) {
+        if (strcmp(arg, names[i]) == 0) {
+            cfg->log_level = (enum log_level)i;
+            return 0;
+        }
+    }
+    return bad(OPT_LOG_LEVEL, "must be error, warn, info or debug");
+}
+
+static int apply_log_format(struct config *cfg, const char *arg)
+{
+    if (strcmp(arg, "text") == 0)
+        cfg->log_json = false;
+    else if (strcmp(arg, "json") == 0)
+        cfg->log_json = true;
+    else
+        return bad(OPT_LOG_FORMAT, "must be text or json");
+    return 0;
+}
+
+/* Sets what flag `id` (never --help or --version) says; 0, or 2 after
+ * printing the one error line. */
 static int apply(struct config *cfg, int id, const char *arg)
 {
-    char *eq;
-
+    for (size_t i = 0; i < sizeof(num_opts) / sizeof(num_opts[0]); i++)
+        if (num_opts[i].id == id) return apply_number(cfg, &num_opts[i], arg);
     switch (id) {
-    case OPT_WORKERS:
-        if (!parse_uint(arg, 1, WORKER_MAX, &cfg->workers))
-            return bad(id, "must be a number in 1..64");
-        return 0;
     case OPT_LISTEN:
-        if (cfg->nlisten == CONFIG_MAX_LISTEN) return bad(id, "more than 16 listeners");
-        switch (parse_listen(&cfg->listen[cfg->nlisten], arg)) {
-        case 0:
-            cfg->nlisten++;
-            return 0;
-        case -EPROTONOSUPPORT:
-            return bad(id, "PROTO must be udp, tcp or tls");
-        default:
-            return bad(id, "expected PROTO:HOST:PORT with an IP literal HOST and PORT 1..65535");
-        }
+        return apply_listen(cfg, arg);
     case OPT_ADVERTISE:
-        if (!printable(arg) || !copy_str(cfg->advertise, sizeof(cfg->advertise), arg))
-            return bad(id, "HOST must be 1..255 printable characters");
-        return 0;
+        return apply_advertise(cfg, arg);
     case OPT_UPSTREAM:
-        if (cfg->nupstream == 2) return bad(id, "given more than twice");
-        if (!valid_sip_uri(arg) ||
-            !copy_str(cfg->upstream[cfg->nupstream], sizeof(cfg->upstream[0]), arg))
-            return bad(id, "expected a sip: or sips: URI");
-        cfg->nupstream++;
-        return 0;
-    case OPT_PEER: {
-        if (cfg->npeers == CONFIG_MAX_PEERS) return bad(id, "more than 16 peers");
-        struct peer_cfg *p = &cfg->peers[cfg->npeers];
-        eq = strchr(arg, '=');
-        if (!eq || eq == arg || (size_t)(eq - arg) >= sizeof(p->domain))
-            return bad(id, "expected DOMAIN=URI");
-        memcpy(p->domain, arg, (size_t)(eq - arg));
-        p->domain[eq - arg] = '\0';
-        if (!printable(p->domain) || !valid_sip_uri(eq + 1) ||
-            !copy_str(p->uri, sizeof(p->uri), eq + 1))
-            return bad(id, "expected DOMAIN=URI with a sip: or sips: URI");
-        cfg->npeers++;
-        return 0;
-    }
-    case OPT_REGISTRAR:
-        cfg->registrar = true;
-        return 0;
+        return apply_upstream(cfg, arg);
+    case OPT_PEER:
+        return apply_peer(cfg, arg);
+    case OPT_DNS_SERVER:
+        return apply_dns_server(cfg, arg);
+    case OPT_WORKER_PORTS:
+        return apply_worker_ports(cfg, arg);
+    case OPT_STATS_LISTEN:
+        return apply_stats_listen(cfg, arg);
+    case OPT_LOG_LEVEL:
+        return apply_log_level(cfg, arg);
+    case OPT_LOG_FORMAT:
+        return apply_log_format(cfg, arg);
     case OPT_FLOW_SECRET:
         return file_opt(id, cfg->flow_secret_file, sizeof(cfg->flow_secret_file), arg, true);
     case OPT_TLS_CERT:
@@ -373,83 +498,14 @@ static int apply(struct config *cfg, int id, const char *arg)
         return file_opt(id, cfg->tls_key, sizeof(cfg->tls_key), arg, true);
     case OPT_TLS_CA:
         return file_opt(id, cfg->tls_ca, sizeof(cfg->tls_ca), arg, true);
+    case OPT_REGISTRAR:
+        cfg->registrar = true;
+        return 0;
     case OPT_TLS_MUTUAL:
         cfg->tls_mutual = true;
         return 0;
-    case OPT_TLS_HS_TIMEOUT:
-        if (!parse_uint(arg, 1, 600000, &cfg->tls_handshake_timeout_ms))
-            return bad(id, "must be a number of milliseconds in 1..600000");
-        return 0;
-    case OPT_DNS_SERVER: {
-        struct netaddr a;
-        if (cfg->ndns == CONFIG_MAX_DNS) return bad(id, "more than 4 servers");
-        if (netaddr_parse(&a, slice_make(arg, strlen(arg))) < 0 &&
-            netaddr_from_ip(&a, slice_make(arg, strlen(arg)), 53) < 0)
-            return bad(id, "expected an IP literal, IP:PORT or [IPv6]:PORT");
-        if (!copy_str(cfg->dns_servers[cfg->ndns], sizeof(cfg->dns_servers[0]), arg))
-            return bad(id, "too long");
-        cfg->ndns++;
-        return 0;
-    }
-    case OPT_WORKER_PORTS: {
-        unsigned base;
-        if (strcmp(arg, "auto") == 0)
-            cfg->worker_ports = 0;
-        else if (strcmp(arg, "off") == 0)
-            cfg->worker_ports = -1;
-        else if (parse_uint(arg, 1024, 65535, &base))
-            cfg->worker_ports = (int)base;
-        else
-            return bad(id, "expected auto, off or a port number in 1024..65535");
-        return 0;
-    }
-    case OPT_OOS_CHECK:
-        if (!parse_uint(arg, 1, 3600, &cfg->oos_check_s))
-            return bad(id, "must be a number of seconds in 1..3600");
-        return 0;
-    case OPT_OOS_FORCE:
-        if (!parse_uint(arg, 1, 3600, &cfg->oos_force_s))
-            return bad(id, "must be a number of seconds in 1..3600");
-        return 0;
-    case OPT_MAX_CONNECTIONS:
-        if (!parse_uint(arg, 1, 1u << 22, &cfg->max_connections))
-            return bad(id, "must be a number in 1..4194304");
-        return 0;
-    case OPT_MAX_MESSAGE_SIZE:
-        if (!parse_uint(arg, 512, 1u << 20, &cfg->max_message_size))
-            return bad(id, "must be a number of bytes in 512..1048576");
-        return 0;
-    case OPT_OVERLOAD_DIALOG_RATE:
-        if (!parse_uint(arg, 0, 1000000, &cfg->overload_dialog_rate))
-            return bad(id, "must be a number in 0..1000000");
-        return 0;
-    case OPT_STATS_LISTEN: {
-        struct netaddr a;
-        if (netaddr_parse(&a, slice_make(arg, strlen(arg))) < 0 || netaddr_port(&a) == 0 ||
-            !copy_str(cfg->stats_listen, sizeof(cfg->stats_listen), arg))
-            return bad(id, "expected HOST:PORT with an IP literal HOST");
-        return 0;
-    }
     case OPT_STATS_TLS:
         cfg->stats_tls = true;
-        return 0;
-    case OPT_LOG_LEVEL: {
-        static const char *const names[] = {"error", "warn", "info", "debug"};
-        for (unsigned i = 0; i < 4; i++) {
-            if (strcmp(arg, names[i]) == 0) {
-                cfg->log_level = (enum log_level)i;
-                return 0;
-            }
-        }
-        return bad(id, "must be error, warn, info or debug");
-    }
-    case OPT_LOG_FORMAT:
-        if (strcmp(arg, "text") == 0)
-            cfg->log_json = false;
-        else if (strcmp(arg, "json") == 0)
-            cfg->log_json = true;
-        else
-            return bad(id, "must be text or json");
         return 0;
     default:
         return bad(id, "not handled");

@@ -25,6 +25,8 @@ struct peer_cfg {
 
 enum log_level { LOG_ERR = 0, LOG_WARN, LOG_INFO, LOG_DEBUG };
 
+/* Written once by config_from_args() on the main thread before any other
+ * thread starts; read-only afterwards, by any thread. */
 struct config {
     unsigned workers;
     struct listen_cfg listen[CONFIG_MAX_LISTEN];
@@ -52,9 +54,11 @@ struct config {
     bool log_json;
 };
 
-/* Parses argv into cfg with defaults applied. On a bad flag or value prints
- * one line "sipedge: --flag: reason" to stderr and returns 2; returns 1 after
- * printing --help or --version (exit 0); returns 0 to run. */
+/* Parses argv into cfg with defaults applied (core/cli.c). On a bad flag or
+ * value prints one line "sipedge: --flag: reason" to stderr and returns 2;
+ * returns 1 after printing --help or --version (exit 0); returns 0 to run.
+ * Checks that named files are readable now. Main thread, before workers;
+ * uses getopt's globals, so not reentrant. */
 int config_from_args(struct config *cfg, int argc, char **argv);
 
 #endif

@@ -1,8 +1,6 @@
 /* Zero-copy SIP message parser: start line, indexed headers, body framing. */
 #include "core/sipmsg.h"
 
-#include "core/sipuri.h"
-
 /* RFC 3261 token characters: alphanum and -.!%*_+`'~ */
 static const uint8_t token_tab[256] = {
     ['!'] = 1, ['%'] = 1, ['\''] = 1, ['*'] = 1, ['+'] = 1, ['-'] = 1, ['.'] = 1, ['_'] = 1,
@@ -477,10 +475,19 @@ static const char *line_end(const char *p, const char *end)
     }
 }
 
-int sipmsg_parse(const char *buf, size_t len, struct sip_msg *m, struct sip_hdr *hdrs,
-                 const struct sipmsg_limits *lim, unsigned flags)
+/* What one sipmsg_parse() call reads: the buffer, and where the size limit
+ * cuts it. */
+struct input {
+    const char *buf, *end;
+    const char *limit_end; /* buf + min(len, max_msg_size) */
+    size_t len;
+    const struct sipmsg_limits *lim;
+    bool dgram;
+};
+
+/* Step 0: every field as "nothing parsed yet". */
+static inline void msg_reset(struct sip_msg *m, struct sip_hdr *hdrs)
 {
-    const bool dgram = flags & SIPMSG_DATAGRAM;
     /* through libc's memset: the inline "rep stos" GCC picks for these
      * sizes costs ~35 cycles to start on current x86 */
     size_t n0 = offsetof(struct sip_msg, first), n1 = sizeof m->first, n2 = sizeof m->count;
@@ -500,182 +507,168 @@ int sipmsg_parse(const char *buf, size_t len, struct sip_msg *m, struct sip_hdr 
     m->msg_len = 0;
     m->err = SIP_ERR_NONE;
     m->err_pos = 0;
+}
 
-    const char *end = buf + len;
-    const char *limit_end = buf + (len < lim->max_msg_size ? len : lim->max_msg_size);
-    const char *p = buf;
+/* The header block ends before its empty line: too large when the limit cut
+ * it, a truncated datagram, or -2 (more stream bytes needed). */
+static int block_short(const struct input *in, struct sip_msg *m)
+{
+    if (in->len >= in->lim->max_msg_size) return fail(m, SIP_ERR_TOO_LARGE, in->buf, in->limit_end);
+    return in->dgram ? fail(m, SIP_ERR_NO_HEADER_END, in->buf, in->end) : -2;
+}
+
+/* Step 1: the start line. 0 with *next just past its LF, -1 or -2. */
+static int parse_first_line(const struct input *in, struct sip_msg *m, const char **next)
+{
+    const char *p = in->buf;
     /* RFC 3261 §7.5: ignore CRLFs before the start line (they count
      * towards the size limit, and must not run past it) */
-    while (p < limit_end && (*p == '\r' || *p == '\n'))
+    while (p < in->limit_end && (*p == '\r' || *p == '\n'))
         p++;
     const char *sl = p;
-    const char *lf = memchr(p, '\n', (size_t)(limit_end - p));
-    if (!lf) {
-        if (len >= lim->max_msg_size) return fail(m, SIP_ERR_TOO_LARGE, buf, limit_end);
-        return dgram ? fail(m, SIP_ERR_NO_HEADER_END, buf, end) : -2;
-    }
+    const char *lf = memchr(p, '\n', (size_t)(in->limit_end - p));
+    if (!lf) return block_short(in, m);
     const char *eol = (lf > sl && lf[-1] == '\r') ? lf - 1 : lf;
-    if (parse_start_line(buf, sl, eol, m) < 0) return -1;
-    p = lf + 1;
+    if (parse_start_line(in->buf, sl, eol, m) < 0) return -1;
+    *next = lf + 1;
+    return 0;
+}
+
+/* Step 3: indexes one header line's values under their kind and decodes
+ * the ones every layer needs. vs..ve is the raw value. False when the
+ * header array is full. */
+static inline bool index_header(const struct input *in, struct sip_msg *m, struct slice name,
+                                const char *vs, const char *ve, struct slice line)
+{
+    unsigned kind = hdr_kind_token(name);
+    struct slice v = trim(vs, ve);
+
+    if (is_split_kind(kind)) return add_split(m, in->lim, name, v.ptr, v.ptr + v.len, line, kind);
+    /* a bad value is remembered, and the header block is still indexed so
+     * that an error response can be built from it */
+    enum sip_err de = decode_header(m, kind, v);
+    if (de && !m->err) {
+        m->err = de;
+        m->err_pos = (size_t)(v.ptr - in->buf);
+    }
+    return add_value(m, in->lim, name, v, line, kind, SIP_HF_LAST_IN_LINE);
+}
+
+/* One header line p..le (le just past its final LF): header-name HCOLON
+ * value. 0 or -1. */
+static inline int parse_header_line(const struct input *in, struct sip_msg *m, const char *p,
+                                    const char *le)
+{
+    /* the line ends in LF, which is no token character: the scan stops
+     * inside it without a bound check */
+    const char *n = p;
+    while (is_token(*n))
+        n++;
+    if (n == p) return fail(m, SIP_ERR_HEADER_SYNTAX, in->buf, p);
+    const char *c = n;
+    while (c < le && is_ws(*c))
+        c++;
+    if (c >= le || *c != ':') return fail(m, SIP_ERR_HEADER_SYNTAX, in->buf, c);
+    if (!index_header(in, m, slice_make(p, (size_t)(n - p)), c + 1, le,
+                      slice_make(p, (size_t)(le - p))))
+        return fail(m, SIP_ERR_TOO_MANY_HEADERS, in->buf, p);
+    return 0;
+}
+
+/* Step 2: header lines from *pos up to the empty line. 0 with *pos just
+ * past the empty line, -1 or -2. */
+static int parse_header_block(const struct input *in, struct sip_msg *m, const char **pos)
+{
+    const char *p = *pos;
 
     for (;;) {
-        if (p >= limit_end) {
-            if (len >= lim->max_msg_size) return fail(m, SIP_ERR_TOO_LARGE, buf, limit_end);
-            return dgram ? fail(m, SIP_ERR_NO_HEADER_END, buf, end) : -2;
-        }
+        if (p >= in->limit_end) return block_short(in, m);
         /* empty line: end of headers */
         if (*p == '\n') {
-            p += 1;
-            break;
+            *pos = p + 1;
+            return 0;
         }
         if (*p == '\r') {
-            if (p + 1 >= limit_end) {
-                if (len >= lim->max_msg_size) return fail(m, SIP_ERR_TOO_LARGE, buf, limit_end);
-                return dgram ? fail(m, SIP_ERR_NO_HEADER_END, buf, end) : -2;
-            }
+            if (p + 1 >= in->limit_end) return block_short(in, m);
             if (p[1] == '\n') {
-                p += 2;
-                break;
+                *pos = p + 2;
+                return 0;
             }
-            return fail(m, SIP_ERR_HEADER_SYNTAX, buf, p);
+            return fail(m, SIP_ERR_HEADER_SYNTAX, in->buf, p);
         }
-        if (is_ws(*p)) return fail(m, SIP_ERR_HEADER_SYNTAX, buf, p); /* fold without a header */
-        const char *le = line_end(p, limit_end);
-        if (!le) {
-            if (len >= lim->max_msg_size && limit_end == buf + lim->max_msg_size)
-                return fail(m, SIP_ERR_TOO_LARGE, buf, limit_end);
-            if (dgram) {
-                /* a datagram that ends right after a header line */
-                return fail(m, SIP_ERR_NO_HEADER_END, buf, end);
-            }
-            return -2;
-        }
-        /* header-name HCOLON */
-        /* the line ends in LF, which is no token character: the scan
-         * stops inside it without a bound check */
-        const char *n = p;
-        while (is_token(*n))
-            n++;
-        if (n == p) return fail(m, SIP_ERR_HEADER_SYNTAX, buf, p);
-        struct slice name = slice_make(p, (size_t)(n - p));
-        const char *c = n;
-        while (c < le && is_ws(*c))
-            c++;
-        if (c >= le || *c != ':') return fail(m, SIP_ERR_HEADER_SYNTAX, buf, c);
-        struct slice line = slice_make(p, (size_t)(le - p));
-        unsigned kind = hdr_kind_token(name);
-        const char *vs = c + 1, *ve = le;
-        bool ok;
-        if (is_split_kind(kind)) {
-            struct slice t = trim(vs, ve);
-            ok = add_split(m, lim, name, t.ptr, t.ptr + t.len, line, kind);
-        } else {
-            struct slice v = trim(vs, ve);
-            /* a bad value is remembered, and the header block is still
-             * indexed so that an error response can be built from it */
-            enum sip_err de = decode_header(m, kind, v);
-            if (de && !m->err) {
-                m->err = de;
-                m->err_pos = (size_t)(v.ptr - buf);
-            }
-            ok = add_value(m, lim, name, v, line, kind, SIP_HF_LAST_IN_LINE);
-        }
-        if (!ok) return fail(m, SIP_ERR_TOO_MANY_HEADERS, buf, p);
+        if (is_ws(*p))
+            return fail(m, SIP_ERR_HEADER_SYNTAX, in->buf, p); /* fold without a header */
+        /* NULL: the buffer ends before we can tell (the next line might be
+         * a continuation), e.g. a datagram that ends right after a header */
+        const char *le = line_end(p, in->limit_end);
+        if (!le) return block_short(in, m);
+        if (parse_header_line(in, m, p, le) < 0) return -1;
         p = le;
     }
+}
 
-    m->headers_len = (size_t)(p - buf);
-    if (m->err) return -1;
-    size_t avail = len - m->headers_len;
+/* Step 4: the body, p being just past the empty line. Content-Length frames
+ * it; a datagram without one has the rest as its body. Returns the bytes
+ * the message occupies, -1 or -2. */
+static int frame_body(const struct input *in, struct sip_msg *m, const char *p)
+{
+    size_t avail = in->len - m->headers_len;
+
     if (m->content_length < 0) {
-        if (!dgram) return fail(m, SIP_ERR_CL_MISSING, buf, p);
-        if (len > lim->max_msg_size) /* the body is the rest: it counts too */
-            return fail(m, SIP_ERR_TOO_LARGE, buf, limit_end);
+        if (!in->dgram) return fail(m, SIP_ERR_CL_MISSING, in->buf, p);
+        if (in->len > in->lim->max_msg_size) /* the body is the rest: it counts too */
+            return fail(m, SIP_ERR_TOO_LARGE, in->buf, in->limit_end);
         m->body = slice_make(p, avail); /* RFC 2543 style: the rest of the datagram */
-        m->msg_len = len;
+        m->msg_len = in->len;
     } else {
         size_t cl = (size_t)m->content_length;
-        if (cl > lim->max_msg_size || m->headers_len + cl > lim->max_msg_size)
-            return fail(m, SIP_ERR_TOO_LARGE, buf, p);
+        if (cl > in->lim->max_msg_size || m->headers_len + cl > in->lim->max_msg_size)
+            return fail(m, SIP_ERR_TOO_LARGE, in->buf, p);
         if (cl > avail) {
-            if (dgram) return fail(m, SIP_ERR_BODY_SHORT, buf, end);
+            if (in->dgram) return fail(m, SIP_ERR_BODY_SHORT, in->buf, in->end);
             return -2;
         }
         m->body = slice_make(p, cl);
-        m->msg_len = dgram ? len : m->headers_len + cl;
+        m->msg_len = in->dgram ? in->len : m->headers_len + cl;
     }
-    if (m->cseq_method_name.len == 0 && m->count[SIP_HDR_CSEQ] == 0) m->cseq = 0;
     return (int)m->msg_len;
+}
+
+int sipmsg_parse(const char *buf, size_t len, struct sip_msg *m, struct sip_hdr *hdrs,
+                 const struct sipmsg_limits *lim, unsigned flags)
+{
+    const struct input in = {
+        .buf = buf,
+        .end = buf + len,
+        .limit_end = buf + (len < lim->max_msg_size ? len : lim->max_msg_size),
+        .len = len,
+        .lim = lim,
+        .dgram = flags & SIPMSG_DATAGRAM,
+    };
+    const char *p;
+    int rc;
+
+    msg_reset(m, hdrs);
+    rc = parse_first_line(&in, m, &p);
+    if (rc < 0) return rc;
+    rc = parse_header_block(&in, m, &p);
+    if (rc < 0) return rc;
+    m->headers_len = (size_t)(p - buf);
+    /* a bad start line or header value, remembered while indexing */
+    if (m->err) return -1;
+    rc = frame_body(&in, m, p);
+    if (rc < 0) return rc;
+    if (m->cseq_method_name.len == 0 && m->count[SIP_HDR_CSEQ] == 0) m->cseq = 0;
+    return rc;
 }
 
 const struct sip_hdr *sipmsg_hdr_nth(const struct sip_msg *m, enum sip_hdr_kind kind, unsigned i)
 {
-    if (m->first[kind] == SIPMSG_NO_HDR || i >= m->count[kind]) return NULL;
+    if (i >= sipmsg_hdr_count(m, kind)) return NULL;
     for (unsigned k = m->first[kind]; k < m->nhdrs; k++) {
         if (m->hdrs[k].kind == kind && i-- == 0) return &m->hdrs[k];
     }
     return NULL;
-}
-
-/* ---- validation ----------------------------------------------------- */
-
-static enum sip_err set_err(struct sip_msg *m, enum sip_err e, struct slice at)
-{
-    m->err = e;
-    m->err_pos = 0;
-    (void)at;
-    return e;
-}
-
-static bool addr_ok(struct slice v, bool allow_star)
-{
-    struct sip_addr a;
-    if (sipuri_parse_addr(v, &a) < 0) return false;
-    return allow_star || !a.star;
-}
-
-enum sip_err sipmsg_validate(struct sip_msg *m)
-{
-    static const uint8_t required[] = {SIP_HDR_TO, SIP_HDR_FROM, SIP_HDR_CALL_ID, SIP_HDR_CSEQ,
-                                       SIP_HDR_VIA};
-    static const uint8_t single[] = {SIP_HDR_TO,   SIP_HDR_FROM,         SIP_HDR_CALL_ID,
-                                     SIP_HDR_CSEQ, SIP_HDR_MAX_FORWARDS, SIP_HDR_CONTENT_TYPE};
-    for (unsigned i = 0; i < sizeof required; i++)
-        if (m->count[required[i]] == 0) return set_err(m, SIP_ERR_MISSING_HEADER, SLICE_NULL);
-    for (unsigned i = 0; i < sizeof single; i++)
-        if (m->count[single[i]] > 1) return set_err(m, SIP_ERR_DUP_HEADER, SLICE_NULL);
-
-    /* the top Via is where a response goes: it must be sound */
-    struct sip_via via;
-    const struct sip_hdr *tv = sipmsg_hdr(m, SIP_HDR_VIA);
-    if (sipuri_parse_via(tv->value, &via) < 0) return set_err(m, SIP_ERR_VIA, tv->value);
-
-    const struct sip_hdr *h = sipmsg_hdr(m, SIP_HDR_TO);
-    if (!addr_ok(h->value, false)) return set_err(m, SIP_ERR_ADDRESS, h->value);
-    h = sipmsg_hdr(m, SIP_HDR_FROM);
-    if (!addr_ok(h->value, false)) return set_err(m, SIP_ERR_ADDRESS, h->value);
-
-    if (!m->is_request) return SIP_ERR_NONE;
-
-    if (!slice_eq(m->cseq_method_name, m->method_name))
-        return set_err(m, SIP_ERR_CSEQ_METHOD, m->cseq_method_name);
-
-    struct sip_uri u;
-    if (sipuri_parse(m->ruri, &u) < 0 || u.headers.ptr != NULL)
-        return set_err(m, SIP_ERR_REQUEST_URI, m->ruri);
-
-    for (unsigned i = m->first[SIP_HDR_CONTACT]; m->count[SIP_HDR_CONTACT] && i < m->nhdrs; i++) {
-        if (m->hdrs[i].kind == SIP_HDR_CONTACT && !addr_ok(m->hdrs[i].value, true))
-            return set_err(m, SIP_ERR_ADDRESS, m->hdrs[i].value);
-    }
-    /* Loose routing reads the top Route (ours?) and the one after it (the
-     * next hop): those must be well formed. Later values are forwarded
-     * untouched and, like Record-Route, not judged here (RFC 3261 §16.3). */
-    for (unsigned i = 0; i < 2; i++) {
-        const struct sip_hdr *r = sipmsg_hdr_nth(m, SIP_HDR_ROUTE, i);
-        if (r && !addr_ok(r->value, false)) return set_err(m, SIP_ERR_ADDRESS, r->value);
-    }
-    return SIP_ERR_NONE;
 }
 
 static const char *const err_str[SIP_ERR__COUNT] = {

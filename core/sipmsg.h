@@ -130,10 +130,12 @@ struct sip_msg {
     struct slice reason;      /* responses, may be empty */
     struct slice start_line;  /* without CRLF */
 
-    /* headers: a caller-owned array, filled in wire order */
+    /* headers: a caller-owned array, filled in wire order. The index below
+     * is the parser's: read it through sipmsg_hdr(), sipmsg_hdr_nth() and
+     * sipmsg_hdr_count(), which know that a kind may be absent. */
     struct sip_hdr *hdrs;
     uint16_t nhdrs;
-    uint16_t first[SIP_HDR__COUNT]; /* index of the first value of each kind */
+    uint16_t first[SIP_HDR__COUNT]; /* index of the first value, SIPMSG_NO_HDR if none */
     uint16_t count[SIP_HDR__COUNT]; /* number of values of each kind */
 
     /* values every layer needs, decoded once */
@@ -172,25 +174,51 @@ struct sipmsg_limits {
 int sipmsg_parse(const char *buf, size_t len, struct sip_msg *m, struct sip_hdr *hdrs,
                  const struct sipmsg_limits *lim, unsigned flags);
 
-/* RFC 3261 §16.3 / §8.2 checks a proxy makes before routing a parsed message:
- * mandatory headers, single-valued headers given once, CSeq method matching
- * the request method, Request-URI, Via and address headers well formed.
- * Returns SIP_ERR_NONE or the reason (also stored in m->err). */
+/* RFC 3261 §16.3 / §8.2 checks a proxy makes before routing a parsed message
+ * (core/sipmsg_validate.c): mandatory headers, single-valued headers given
+ * once, CSeq method matching the request method, Request-URI, Via and address
+ * headers well formed. Returns SIP_ERR_NONE or the reason (also stored in
+ * m->err). Pure; any thread. */
 enum sip_err sipmsg_validate(struct sip_msg *m);
 
-/* Response code for a rejected request: 400, 505, 413 or 513. */
+/* Response code for a request rejected with e: 505 for SIP_ERR_VERSION, 513
+ * for SIP_ERR_TOO_LARGE, else 400. Pure; any thread. */
 int sipmsg_err_status(enum sip_err e);
+/* Reason phrase for e (static storage; "unknown error" outside the enum).
+ * Pure; any thread. */
 const char *sipmsg_err_str(enum sip_err e);
 
+/* The method a request line names, case-sensitively (RFC 3261 §7.1);
+ * SIP_METHOD_OTHER when it is none of enum sip_method. Pure; any thread. */
 enum sip_method sipmsg_method_id(struct slice name);
+/* The kind of a header name, full or compact form, case-insensitively;
+ * SIP_HDR_OTHER when unknown or not a token. Pure; any thread. */
 enum sip_hdr_kind sipmsg_hdr_kind(struct slice name);
 
-/* The i-th value of a kind, or NULL. Linear from first[kind]. */
-const struct sip_hdr *sipmsg_hdr_nth(const struct sip_msg *m, enum sip_hdr_kind kind, unsigned i);
+/* Header access: the documented way to read a parsed message's headers,
+ * checked for absence, so that no caller indexes m->hdrs[m->first[kind]]
+ * for a kind the message lacks. m is the output of sipmsg_parse() (after
+ * -1 or -2: the headers indexed before it stopped). A kind outside
+ * enum sip_hdr_kind counts as absent. The result points into m->hdrs and
+ * lives as long as that array and the parsed buffer. Pure; any thread. */
+
+/* The first value of a kind (the top Via, the top Route...), or NULL when
+ * the message has none. */
 static inline const struct sip_hdr *sipmsg_hdr(const struct sip_msg *m, enum sip_hdr_kind kind)
 {
-    return m->first[kind] == SIPMSG_NO_HDR ? NULL : &m->hdrs[m->first[kind]];
+    if ((unsigned)kind >= SIP_HDR__COUNT || m->first[kind] == SIPMSG_NO_HDR) return NULL;
+    return &m->hdrs[m->first[kind]];
 }
+
+/* How many values of a kind the message has (0 when absent). */
+static inline unsigned sipmsg_hdr_count(const struct sip_msg *m, enum sip_hdr_kind kind)
+{
+    return (unsigned)kind < SIP_HDR__COUNT ? m->count[kind] : 0;
+}
+
+/* The i-th value of a kind, from 0 in wire order, or NULL when there are
+ * not that many. Linear from the first one. */
+const struct sip_hdr *sipmsg_hdr_nth(const struct sip_msg *m, enum sip_hdr_kind kind, unsigned i);
 
 /* Offset of a slice that points into buf. */
 static inline size_t sipmsg_off(const char *buf, struct slice s)

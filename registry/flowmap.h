@@ -1,5 +1,4 @@
-/* Which connection (and so which worker) holds each phone's flow:
- * remote address + transport -> conn_ref, in a liburcu lock-free hash table. */
+/* Which connection (so which worker) holds each phone's flow: address + transport -> conn_ref. */
 #ifndef SIPEDGE_FLOWMAP_H
 #define SIPEDGE_FLOWMAP_H
 
@@ -18,8 +17,12 @@ struct flow_entry {
     uint64_t register_ms; /* time of its last REGISTER (CLOCK_MONOTONIC) */
 };
 
+/* Creates the process-wide map (a liburcu lock-free hash table, keyed with
+ * core/hash.h). Call once, before workers start; the caller owns it. NULL
+ * when out of memory. */
 struct flowmap *flowmap_new(void);
-/* Only when no thread uses the map any more. */
+/* Frees every entry and the map; NULL-safe. Only when no other thread uses
+ * the map any more, from an RCU-registered thread. */
 void flowmap_free(struct flowmap *fm);
 
 /* Records that peer over proto is reached through conn, replacing any older
@@ -36,6 +39,8 @@ void flowmap_remove(struct flowmap *fm, uint8_t proto, const struct netaddr *pee
 bool flowmap_lookup(struct flowmap *fm, uint8_t proto, const struct netaddr *peer,
                     struct flow_entry *out);
 
+/* Entries in the map, approximate while writers run (for statistics). Any
+ * RCU-registered thread. */
 unsigned long flowmap_count(struct flowmap *fm);
 
 #endif

@@ -25,7 +25,8 @@ struct flowtoken_key {
 int flowtoken_key_init(struct flowtoken_key *key, const char *path);
 
 /* Writes the token (base64url, no padding, FLOWTOKEN_STR_LEN chars at most)
- * into out and returns its length. */
+ * into out[0..cap) and returns its length, 0 when cap is too small. Pure;
+ * any thread. */
 size_t flowtoken_encode(const struct flowtoken_key *key, uint64_t conn, uint8_t proto,
                         const struct netaddr *peer, char *out, size_t cap);
 

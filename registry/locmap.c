@@ -6,6 +6,7 @@
 #include <urcu-qsbr.h>
 #include <urcu/rculfhash.h>
 
+#include "core/hash.h"
 #include "core/sipuri.h"
 
 /* One AOR and all of its bindings. Immutable once published: writers build a
@@ -24,14 +25,6 @@ struct locmap {
     struct cds_lfht *ht;
 };
 
-static uint64_t hash_bytes(const char *p, size_t n)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (unsigned char)p[i]) * 1099511628211ULL;
-    return h ^ (h >> 29);
-}
-
 struct locmap *locmap_new(void)
 {
     struct locmap *lm = calloc(1, sizeof *lm);
@@ -49,7 +42,6 @@ static void free_node_rcu(struct rcu_head *h)
     free(caa_container_of(h, struct aor_node, rcu));
 }
 
-/* Frees every node. Only when no thread uses the map any more. */
 void locmap_free(struct locmap *lm)
 {
     if (!lm) return;
@@ -116,7 +108,7 @@ int locmap_update(struct locmap *lm, struct slice aor, bool remove_all,
                   struct locmap_binding *out, unsigned *nout)
 {
     if (aor.len == 0 || aor.len > LOCMAP_AOR_MAX) return -EINVAL;
-    uint64_t hash = hash_bytes(aor.ptr, aor.len);
+    uint64_t hash = hash_slice(aor); /* keyed: AORs come from the network */
     struct aor_node *nn = calloc(1, sizeof *nn);
     if (!nn) return -ENOMEM;
     nn->hash = hash;
@@ -172,7 +164,7 @@ int locmap_update(struct locmap *lm, struct slice aor, bool remove_all,
 
 bool locmap_lookup(struct locmap *lm, struct slice aor, uint64_t now_ms, struct locmap_binding *b)
 {
-    uint64_t hash = hash_bytes(aor.ptr, aor.len);
+    uint64_t hash = hash_slice(aor);
     bool found = false;
     rcu_read_lock();
     struct aor_node *n = find(lm, aor.ptr, aor.len, hash);

@@ -24,8 +24,12 @@ struct locmap_binding {
 
 struct locmap;
 
-/* Creates the process-wide map. Call once, before workers start. */
+/* Creates the process-wide map. Call once, before workers start; the
+ * caller owns it. NULL when out of memory. */
 struct locmap *locmap_new(void);
+/* Frees every node and the map; NULL-safe. Only when no other thread uses
+ * the map any more, from an RCU-registered thread (it waits for the grace
+ * periods offline). */
 void locmap_free(struct locmap *lm);
 
 /* Applies one REGISTER's changes to an AOR: every binding in add[] replaces
@@ -41,17 +45,24 @@ int locmap_update(struct locmap *lm, struct slice aor, bool remove_all,
                   struct locmap_binding *out, unsigned *nout);
 
 /* Copies the best live binding (highest q, then most recent) of aor into *b.
- * Returns true when one exists. Lock-free: takes rcu_read_lock itself. */
+ * Returns true when one exists. Lock-free: takes rcu_read_lock itself; any
+ * RCU-registered thread. */
 bool locmap_lookup(struct locmap *lm, struct slice aor, uint64_t now_ms, struct locmap_binding *b);
 
-/* Drops the bindings that were registered over connection conn. */
+/* Drops the bindings that were registered over connection conn. Writer:
+ * the worker that owned conn, as it closes; RCU-registered, outside a
+ * read-side section. Visits every AOR: for connection close, not per
+ * message. */
 void locmap_drop_conn(struct locmap *lm, uint64_t conn);
 
-/* Canonical AOR of a sip/sips URI: "sip:user@host" with the host lower-cased.
- * Returns its length, or 0 when the URI is not a sip/sips URI. */
+/* Canonical AOR of a sip/sips URI: "sip:user@host" with the host lower-cased,
+ * written to buf[0..cap) (no NUL). Returns its length, or 0 when the URI is
+ * not a sip/sips URI or does not fit. Pure; any thread. */
 size_t locmap_aor_key(struct slice uri, char *buf, size_t cap);
 
-/* RCU QSBR thread hooks for the threads that use the map. */
+/* RCU QSBR thread hooks for the threads that use the registry maps (this
+ * one and flowmap): register before the first use, report quiescent states
+ * between loop turns, go offline while blocking. Calling thread only. */
 void locmap_thread_online(void);
 void locmap_thread_offline(void);
 void locmap_thread_register(void);

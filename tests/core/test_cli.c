@@ -1,5 +1,6 @@
 /* Tests for core/cli.c: defaults, every documented flag, one-line errors with status 2. */
 #include <criterion/criterion.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,7 +8,6 @@
 
 #include "core/config.h"
 #include "core/sipuri.h"
-#include "core/worker.h"
 
 TestSuite(cli);
 
@@ -193,64 +193,88 @@ Test(cli_files, tls_cert_adds_the_default_tls_listener)
     cr_assert_not(cfg.registrar, "an upstream turns the embedded registrar off");
 }
 
-/* Each case: the arguments and the flag the one error line must name. */
+/* Each case: the arguments, the flag the one error line must name, and
+ * what its reason must say (a part of it). */
 struct bad_case {
     const char *args[8];
     const char *flag;
+    const char *reason;
 };
 
 Test(cli_files, bad_flags_exit_2_with_one_line_naming_the_flag)
 {
     static struct config cfg;
     const struct bad_case cases[] = {
-        {{"--workers", "0"}, "--workers"},
-        {{"-w", "65"}, "--workers"},
-        {{"-w", "2x"}, "--workers"},
-        {{"-w", "-1"}, "--workers"},
-        {{"-w"}, "--workers"},
-        {{"--listen", "sctp:127.0.0.1:5060"}, "--listen"},
-        {{"-l", "udp:localhost:5060"}, "--listen"},
-        {{"-l", "udp:127.0.0.1"}, "--listen"},
-        {{"-l", "udp:127.0.0.1:0"}, "--listen"},
-        {{"-l", "tcp:::1:5060"}, "--listen"},
-        {{"-l", "tls:127.0.0.1:5061"}, "--tls-cert"},
-        {{"--advertise", ""}, "--advertise"},
-        {{"--advertise", "a b"}, "--advertise"},
-        {{"-u", "http://x"}, "--upstream"},
-        {{"-u", "sip:"}, "--upstream"},
-        {{"-u", "sip:a", "-u", "sip:b", "-u", "sip:c"}, "--upstream"},
-        {{"--peer", "example.com"}, "--peer"},
-        {{"--peer", "=sip:x"}, "--peer"},
-        {{"--peer", "example.com=mailto:x"}, "--peer"},
-        {{"--worker-ports", "80"}, "--worker-ports"},
-        {{"--worker-ports", "sometimes"}, "--worker-ports"},
-        {{"-w", "4", "--worker-ports", "65534"}, "--worker-ports"},
-        {{"--registrar=yes"}, "--registrar"},
-        {{"--flow-secret", "/nonexistent/key"}, "--flow-secret"},
-        {{"--flow-secret", empty_path}, "--flow-secret"},
-        {{"--flow-secret", "/tmp"}, "--flow-secret"},
-        {{"--tls-cert", "/nonexistent/cert.pem"}, "--tls-cert"},
-        {{"--tls-key", "/nonexistent/key.pem"}, "--tls-key"},
-        {{"--tls-ca", "/nonexistent/ca.pem"}, "--tls-ca"},
-        {{"--tls-cert", cert_path}, "--tls-key"},
-        {{"--tls-key", cert_path}, "--tls-cert"},
-        {{"--tls-mutual"}, "--tls-mutual"},
-        {{"--tls-handshake-timeout", "0"}, "--tls-handshake-timeout"},
-        {{"--tls-handshake-timeout", "5s"}, "--tls-handshake-timeout"},
-        {{"--dns-server", "dns.example.com"}, "--dns-server"},
-        {{"--oos-check", "0"}, "--oos-check"},
-        {{"--oos-force", "x"}, "--oos-force"},
-        {{"--max-connections", "0"}, "--max-connections"},
-        {{"--max-message-size", "100"}, "--max-message-size"},
-        {{"--max-message-size", "99999999999999999999999"}, "--max-message-size"},
-        {{"--overload-dialog-rate", "-5"}, "--overload-dialog-rate"},
-        {{"--stats-listen", "9090"}, "--stats-listen"},
-        {{"--stats-tls"}, "--stats-tls"},
-        {{"--log-level", "verbose"}, "--log-level"},
-        {{"--log-format", "xml"}, "--log-format"},
-        {{"--no-such-flag"}, "--no-such-flag"},
-        {{"-x"}, "-x"},
-        {{"stray"}, "stray"},
+        {{"--workers", "0"}, "--workers", "must be a number in 1..64"},
+        {{"-w", "65"}, "--workers", "must be a number in 1..64"},
+        {{"-w", "2x"}, "--workers", "must be a number in 1..64"},
+        {{"-w", "-1"}, "--workers", "must be a number in 1..64"},
+        {{"-w"}, "--workers", "requires an argument"},
+        {{"--listen", "sctp:127.0.0.1:5060"}, "--listen", "PROTO must be udp, tcp or tls"},
+        {{"-l", "udp:localhost:5060"}, "--listen", "expected PROTO:HOST:PORT"},
+        {{"-l", "udp:127.0.0.1"}, "--listen", "expected PROTO:HOST:PORT"},
+        {{"-l", "udp:127.0.0.1:0"}, "--listen", "expected PROTO:HOST:PORT"},
+        {{"-l", "tcp:::1:5060"}, "--listen", "expected PROTO:HOST:PORT"},
+        {{"-l", "tls:127.0.0.1:5061"}, "--tls-cert", "required by a tls listener"},
+        {{"--advertise", ""}, "--advertise", "HOST must be 1..255 printable characters"},
+        {{"--advertise", "a b"}, "--advertise", "HOST must be 1..255 printable characters"},
+        {{"-u", "http://x"}, "--upstream", "expected a sip: or sips: URI"},
+        {{"-u", "sip:"}, "--upstream", "expected a sip: or sips: URI"},
+        {{"-u", "sip:a", "-u", "sip:b", "-u", "sip:c"}, "--upstream", "given more than twice"},
+        {{"--peer", "example.com"}, "--peer", "expected DOMAIN=URI\n"},
+        {{"--peer", "=sip:x"}, "--peer", "expected DOMAIN=URI\n"},
+        {{"--peer", "example.com=mailto:x"},
+         "--peer",
+         "expected DOMAIN=URI with a sip: or sips: URI"},
+        {{"--worker-ports", "80"},
+         "--worker-ports",
+         "expected auto, off or a port number in 1024..65535"},
+        {{"--worker-ports", "sometimes"},
+         "--worker-ports",
+         "expected auto, off or a port number in 1024..65535"},
+        {{"-w", "4", "--worker-ports", "65534"}, "--worker-ports", "goes past port 65535"},
+        {{"--registrar=yes"}, "--registrar", "takes no argument"},
+        {{"--flow-secret", "/nonexistent/key"},
+         "--flow-secret",
+         "/nonexistent/key: No such file or directory"},
+        {{"--flow-secret", empty_path}, "--flow-secret", "file is empty"},
+        {{"--flow-secret", "/tmp"}, "--flow-secret", "/tmp: not a regular file"},
+        {{"--tls-cert", "/nonexistent/cert.pem"}, "--tls-cert", "No such file or directory"},
+        {{"--tls-key", "/nonexistent/key.pem"}, "--tls-key", "No such file or directory"},
+        {{"--tls-ca", "/nonexistent/ca.pem"}, "--tls-ca", "No such file or directory"},
+        {{"--tls-cert", cert_path}, "--tls-key", "required with --tls-cert"},
+        {{"--tls-key", cert_path}, "--tls-cert", "required with --tls-key"},
+        {{"--tls-mutual"}, "--tls-mutual", "needs --tls-ca"},
+        {{"--tls-handshake-timeout", "0"},
+         "--tls-handshake-timeout",
+         "must be a number of milliseconds in 1..600000"},
+        {{"--tls-handshake-timeout", "5s"},
+         "--tls-handshake-timeout",
+         "must be a number of milliseconds in 1..600000"},
+        {{"--dns-server", "dns.example.com"},
+         "--dns-server",
+         "expected an IP literal, IP:PORT or [IPv6]:PORT"},
+        {{"--oos-check", "0"}, "--oos-check", "must be a number of seconds in 1..3600"},
+        {{"--oos-force", "x"}, "--oos-force", "must be a number of seconds in 1..3600"},
+        {{"--max-connections", "0"}, "--max-connections", "must be a number in 1..4194304"},
+        {{"--max-message-size", "100"},
+         "--max-message-size",
+         "must be a number of bytes in 512..1048576"},
+        {{"--max-message-size", "99999999999999999999999"},
+         "--max-message-size",
+         "must be a number of bytes in 512..1048576"},
+        {{"--overload-dialog-rate", "-5"},
+         "--overload-dialog-rate",
+         "must be a number in 0..1000000"},
+        {{"--stats-listen", "9090"},
+         "--stats-listen",
+         "expected HOST:PORT with an IP literal HOST"},
+        {{"--stats-tls"}, "--stats-tls", "needs --tls-cert"},
+        {{"--log-level", "verbose"}, "--log-level", "must be error, warn, info or debug"},
+        {{"--log-format", "xml"}, "--log-format", "must be text or json"},
+        {{"--no-such-flag"}, "--no-such-flag", "unknown or ambiguous option"},
+        {{"-x"}, "-x", "unknown option"},
+        {{"stray"}, "stray", "unexpected argument"},
     };
 
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -261,9 +285,51 @@ Test(cli_files, bad_flags_exit_2_with_one_line_naming_the_flag)
         snprintf(want, sizeof(want), "sipedge: %s: ", cases[i].flag);
         cr_assert(strncmp(err_text, want, strlen(want)) == 0,
                   "case %zu: got \"%s\", want \"%s...\"", i, err_text, want);
+        cr_assert_not_null(strstr(err_text + strlen(want), cases[i].reason),
+                           "case %zu: got \"%s\", want the reason \"%s\"", i, err_text,
+                           cases[i].reason);
         nl = strchr(err_text, '\n');
         cr_assert(nl && nl[1] == '\0', "case %zu: not exactly one line: \"%s\"", i, err_text);
         cr_assert_str_empty(out_text);
+    }
+}
+
+/* Every numeric flag takes both ends of its range and refuses one past each. */
+Test(cli, numeric_flags_take_their_bounds_and_nothing_past_them)
+{
+    static struct config cfg;
+    static const struct {
+        const char *flag, *lo, *hi, *below, *above;
+        size_t field;
+    } cases[] = {
+        {"--workers", "1", "64", "0", "65", offsetof(struct config, workers)},
+        {"--tls-handshake-timeout", "1", "600000", "0", "600001",
+         offsetof(struct config, tls_handshake_timeout_ms)},
+        {"--oos-check", "1", "3600", "0", "3601", offsetof(struct config, oos_check_s)},
+        {"--oos-force", "1", "3600", "0", "3601", offsetof(struct config, oos_force_s)},
+        {"--max-connections", "1", "4194304", "0", "4194305",
+         offsetof(struct config, max_connections)},
+        {"--max-message-size", "512", "1048576", "511", "1048577",
+         offsetof(struct config, max_message_size)},
+        {"--overload-dialog-rate", "0", "1000000", NULL, "1000001",
+         offsetof(struct config, overload_dialog_rate)},
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *const ok[2] = {cases[i].lo, cases[i].hi};
+        const char *const no[2] = {cases[i].below, cases[i].above};
+        for (int k = 0; k < 2; k++) {
+            const char *args[] = {cases[i].flag, ok[k], NULL};
+            unsigned got;
+            cr_assert_eq(run_args(&cfg, args), 0, "%s %s: %s", cases[i].flag, ok[k], err_text);
+            memcpy(&got, (const char *)&cfg + cases[i].field, sizeof(got));
+            cr_assert_eq(got, (unsigned)strtoul(ok[k], NULL, 10), "%s %s", cases[i].flag, ok[k]);
+        }
+        for (int k = 0; k < 2; k++) {
+            const char *args[] = {cases[i].flag, no[k], NULL};
+            if (!no[k]) continue;
+            cr_assert_eq(run_args(&cfg, args), 2, "%s %s accepted", cases[i].flag, no[k]);
+        }
     }
 }
 

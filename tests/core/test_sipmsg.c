@@ -593,6 +593,51 @@ Test(sipmsg, request_fields)
     cr_assert_eq(m.count[SIP_HDR_ROUTE], 0);
 }
 
+/* sipmsg_hdr() and friends: the checked way to read headers that may be
+ * absent, the index never read directly. */
+Test(sipmsg, header_accessors_are_null_when_absent)
+{
+    static const char req[] = "OPTIONS sip:x@example.com SIP/2.0\r\n"
+                              "Via: SIP/2.0/UDP a.example.com;branch=z9hG4bK1\r\n"
+                              "Route: <sip:r1.example.com;lr>, <sip:r2.example.com;lr>\r\n"
+                              "Route: <sip:r3.example.com;lr>\r\n"
+                              "To: <sip:x@example.com>\r\n"
+                              "\r\n";
+    struct sip_msg m;
+    struct sip_hdr h[MAXH];
+
+    cr_assert_eq(sipmsg_parse(req, sizeof req - 1, &m, h, &lim, SIPMSG_DATAGRAM),
+                 (int)sizeof req - 1);
+    /* present: the first value, and each value in wire order */
+    cr_assert_eq(sipmsg_hdr(&m, SIP_HDR_VIA), &h[0]);
+    cr_assert_eq(sipmsg_hdr_count(&m, SIP_HDR_ROUTE), 3);
+    assert_slice(sipmsg_hdr(&m, SIP_HDR_ROUTE)->value, "<sip:r1.example.com;lr>");
+    assert_slice(sipmsg_hdr_nth(&m, SIP_HDR_ROUTE, 1)->value, "<sip:r2.example.com;lr>");
+    assert_slice(sipmsg_hdr_nth(&m, SIP_HDR_ROUTE, 2)->value, "<sip:r3.example.com;lr>");
+    cr_assert_null(sipmsg_hdr_nth(&m, SIP_HDR_ROUTE, 3));
+    /* absent: NULL and 0, whatever first[] holds */
+    cr_assert_null(sipmsg_hdr(&m, SIP_HDR_FROM));
+    cr_assert_null(sipmsg_hdr(&m, SIP_HDR_CALL_ID));
+    cr_assert_null(sipmsg_hdr_nth(&m, SIP_HDR_CSEQ, 0));
+    cr_assert_eq(sipmsg_hdr_count(&m, SIP_HDR_FROM), 0);
+    /* a kind that is no kind is absent too */
+    cr_assert_null(sipmsg_hdr(&m, SIP_HDR__COUNT));
+    cr_assert_null(sipmsg_hdr(&m, (enum sip_hdr_kind)200));
+    cr_assert_null(sipmsg_hdr_nth(&m, SIP_HDR__COUNT, 0));
+    cr_assert_eq(sipmsg_hdr_count(&m, SIP_HDR__COUNT), 0);
+
+    /* a stream message cut inside its header block: what was indexed is
+     * there, the rest is absent */
+    cr_assert_eq(sipmsg_parse(req, 90, &m, h, &lim, 0), -2);
+    cr_assert_not_null(sipmsg_hdr(&m, SIP_HDR_VIA));
+    cr_assert_null(sipmsg_hdr(&m, SIP_HDR_ROUTE));
+    cr_assert_null(sipmsg_hdr(&m, SIP_HDR_TO));
+    /* a bad start line: nothing indexed at all */
+    cr_assert_eq(sipmsg_parse("BAD\r\n\r\n", 7, &m, h, &lim, SIPMSG_DATAGRAM), -1);
+    cr_assert_null(sipmsg_hdr(&m, SIP_HDR_VIA));
+    cr_assert_eq(sipmsg_hdr_count(&m, SIP_HDR_VIA), 0);
+}
+
 Test(sipmsg, response_fields)
 {
     struct sip_msg m;

@@ -1,6 +1,7 @@
 /* Tests for registry/flowmap.c (single-thread semantics and a 4-thread RCU
  * stress), registry/flowtoken.c, and a 4-thread stress of registry/locmap.c. */
 #include <criterion/criterion.h>
+#include <arpa/inet.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -10,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/hash.h"
 #include "core/netaddr.h"
 #include "core/sipuri.h"
 #include "registry/flowmap.h"
@@ -110,6 +112,41 @@ Test(flowmap, key_is_transport_address_and_port)
         cr_assert_eq(out.conn, want[i].conn, "case %zu", i);
     }
     cr_assert_not(flowmap_lookup(fm, SIP_TRANSPORT_UDP, &a, &out));
+    flowmap_free(fm);
+}
+
+/* The keyed hash must cover what netaddr_eq() compares and nothing else:
+ * an address that differs only in bytes the comparison ignores (sin_zero,
+ * sin6_flowinfo) is the same flow, one that differs in scope is not. */
+Test(flowmap, hash_covers_exactly_the_compared_fields)
+{
+    static const uint8_t key[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+    struct flow_entry out;
+    struct netaddr a4 = v4("198.51.100.7", 5070), a4x = a4, a6, a6x, a6s;
+
+    hash_set_key(key);
+    struct flowmap *fm = flowmap_new();
+    memset(a4x.in4.sin_zero, 0xa5, sizeof a4x.in4.sin_zero);
+    cr_assert_eq(netaddr_from_ip(&a6, SLICE_LIT("2001:db8::7"), 5070), 0);
+    a6x = a6;
+    a6x.in6.sin6_flowinfo = htonl(0x12345);
+    a6s = a6;
+    a6s.in6.sin6_scope_id = 3;
+    cr_assert_eq(flowmap_set(fm, &(struct flow_entry){.conn = 7,
+                                                      .proto = SIP_TRANSPORT_TLS,
+                                                      .peer = a4,
+                                                      .register_ms = 0}),
+                 0);
+    cr_assert_eq(flowmap_set(fm, &(struct flow_entry){.conn = 8,
+                                                      .proto = SIP_TRANSPORT_TLS,
+                                                      .peer = a6,
+                                                      .register_ms = 0}),
+                 0);
+    cr_assert(flowmap_lookup(fm, SIP_TRANSPORT_TLS, &a4x, &out));
+    cr_assert_eq(out.conn, 7);
+    cr_assert(flowmap_lookup(fm, SIP_TRANSPORT_TLS, &a6x, &out));
+    cr_assert_eq(out.conn, 8);
+    cr_assert_not(flowmap_lookup(fm, SIP_TRANSPORT_TLS, &a6s, &out));
     flowmap_free(fm);
 }
 
