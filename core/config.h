@@ -61,4 +61,15 @@ struct config {
  * uses getopt's globals, so not reentrant. */
 int config_from_args(struct config *cfg, int argc, char **argv);
 
+/* Index of the first listener of proto whose address family is fam
+ * (AF_UNSPEC: any), or -1. Pure. */
+static inline int config_pick_listener(const struct config *cfg, uint8_t proto, int fam)
+{
+    for (unsigned i = 0; i < cfg->nlisten; i++) {
+        const struct listen_cfg *l = &cfg->listen[i];
+        if (l->proto == proto && (fam == AF_UNSPEC || l->addr.sa.sa_family == fam)) return (int)i;
+    }
+    return -1;
+}
+
 #endif

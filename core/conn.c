@@ -8,7 +8,6 @@
 #include <sys/epoll.h>
 #include <unistd.h>
 
-#include "core/hash.h"
 #include "core/log.h"
 #include "core/sipuri.h"
 #include "core/worker-int.h"
@@ -95,21 +94,7 @@ static void slot_free(struct worker_rt *rt, uint32_t s)
  * at one chain. Hashes exactly what netaddr_eq() compares. */
 static struct conn **bucket_of(const struct worker_rt *rt, uint8_t proto, const struct netaddr *a)
 {
-    struct hash_state h;
-    uint16_t fam = a->sa.sa_family;
-
-    hash_begin(&h);
-    hash_update(&h, &proto, sizeof(proto));
-    hash_update(&h, &fam, sizeof(fam));
-    if (fam == AF_INET) {
-        hash_update(&h, &a->in4.sin_port, sizeof(a->in4.sin_port));
-        hash_update(&h, &a->in4.sin_addr, sizeof(a->in4.sin_addr));
-    } else if (fam == AF_INET6) {
-        hash_update(&h, &a->in6.sin6_port, sizeof(a->in6.sin6_port));
-        hash_update(&h, &a->in6.sin6_scope_id, sizeof(a->in6.sin6_scope_id));
-        hash_update(&h, &a->in6.sin6_addr, sizeof(a->in6.sin6_addr));
-    }
-    return &rt->buckets[hash_final(&h) >> (64 - rt->bucket_bits)];
+    return &rt->buckets[netaddr_hash(proto, a) >> (64 - rt->bucket_bits)];
 }
 
 /* TLS identities: NULL and "" are the same (none); DNS names fold case. */

@@ -55,7 +55,7 @@ static bool supports_outbound(const struct sip_msg *m)
 static struct txn *open_txn(struct worker *w, const struct rx_info *rx, const struct sip_msg *m,
                             const struct route_plan *rp, int out_l, const char *key, size_t key_len)
 {
-    struct txn *x = txn_new(&w->proxy->txns, key, key_len);
+    struct txn *x = txn_new(&proxy__of(w)->txns, key, key_len);
     if (!x) {
         reply__send_retry(w, rx, m, 503, "Transaction Table Full", PROXY_RETRY_AFTER_S);
         return NULL;
@@ -132,8 +132,8 @@ static const char *flow_token(struct worker *w, const struct rx_info *rx, const 
 {
     if (!rp->from_endpoint || (m->method != SIP_METHOD_REGISTER && rx->proto == SIP_TRANSPORT_UDP))
         return NULL;
-    size_t tn =
-        flowtoken_encode(w->proxy->key, rx->conn, rx->proto, &rx->src, l->token, sizeof l->token);
+    size_t tn = flowtoken_encode(proxy__of(w)->key, rx->conn, rx->proto, &rx->src, l->token,
+                                 sizeof l->token);
     l->token[tn] = 0;
     return tn ? l->token : NULL;
 }
@@ -164,7 +164,7 @@ static void add_record_route_path(struct worker *w, struct rewrite *rw, const st
     }
 }
 
-/* The forwarded request into w->proxy->out: our Via on top, the sender's
+/* The forwarded request into proxy__of(w)->out: our Via on top, the sender's
  * Via marked, Max-Forwards decremented, our Routes popped, the new
  * Request-URI, Record-Route and Path. Returns its length or -1. */
 static ssize_t build_forwarded(struct worker *w, const struct rx_info *rx, const struct sip_msg *m,
@@ -188,16 +188,16 @@ static ssize_t build_forwarded(struct worker *w, const struct rx_info *rx, const
         rewrite_splice(&rw, sipmsg_off(buf, m->ruri), m->ruri.len,
                        slice_make(rp->new_ruri, rp->new_ruri_len));
     add_record_route_path(w, &rw, rx, m, rp, out_l, &l);
-    return rewrite_build(&rw, w->proxy->out, OUT_CAP);
+    return rewrite_build(&rw, proxy__of(w)->out, OUT_CAP);
 }
 
-/* Sends the forwarded request (n bytes in w->proxy->out) as transaction x:
+/* Sends the forwarded request (n bytes in proxy__of(w)->out) as transaction x:
  * 100 Trying first for INVITE, then the request; when it cannot leave,
  * 480 (a phone's flow) or 503 towards the sender. */
 static void send_stateful(struct worker *w, const struct rx_info *rx, const struct sip_msg *m,
                           const struct route_plan *rp, struct txn *x, size_t n)
 {
-    struct proxy_worker *p = w->proxy;
+    struct proxy_worker *p = w->layer;
     x->req = malloc(n);
     if (!x->req) {
         txn_free(&p->txns, x);
@@ -224,13 +224,13 @@ void forward__request(struct worker *w, const struct rx_info *rx, const struct s
                       const char *buf, size_t len, const struct route_plan *rp, const char *key,
                       size_t key_len)
 {
-    struct proxy_worker *p = w->proxy;
+    struct proxy_worker *p = w->layer;
     if (netaddr_is_forbidden(&rp->dst)) {
         reply__send(w, rx, m, 403, "Forbidden Next Hop", NULL);
         return;
     }
-    int out_l = route_pick_listener(w->cfg, rp->proto, rp->dst.sa.sa_family);
-    if (out_l < 0) out_l = route_pick_listener(w->cfg, rp->proto, AF_UNSPEC);
+    int out_l = config_pick_listener(w->cfg, rp->proto, rp->dst.sa.sa_family);
+    if (out_l < 0) out_l = config_pick_listener(w->cfg, rp->proto, AF_UNSPEC);
     if (out_l < 0) {
         reply__send(w, rx, m, 503, "No Listener For Transport", NULL);
         return;

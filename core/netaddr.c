@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/hash.h"
+
 /* Longest literal inet_pton accepts: a full IPv6 with embedded IPv4. */
 #define IP_LITERAL_MAX 45
 
@@ -139,31 +141,23 @@ size_t netaddr_str(const struct netaddr *a, char *buf, size_t cap)
     return (size_t)n;
 }
 
-/* splitmix64 finaliser: every input bit affects every output bit. */
-static uint64_t mix64(uint64_t x)
+uint64_t netaddr_hash(uint8_t proto, const struct netaddr *a)
 {
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ULL;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebULL;
-    x ^= x >> 31;
-    return x;
-}
+    struct hash_state h;
+    uint16_t fam = a->sa.sa_family;
 
-uint64_t netaddr_hash(const struct netaddr *a)
-{
-    uint64_t w[2];
-
-    switch (a->sa.sa_family) {
-    case AF_INET:
-        return mix64(((uint64_t)a->in4.sin_addr.s_addr << 16 | a->in4.sin_port) ^ (uint64_t)AF_INET
-                                                                                      << 56);
-    case AF_INET6:
-        memcpy(w, &a->in6.sin6_addr, sizeof(w));
-        return mix64(mix64(w[0] ^ a->in6.sin6_port) ^ w[1] ^ (uint64_t)a->in6.sin6_scope_id << 32);
-    default:
-        return 0;
+    hash_begin(&h);
+    hash_update(&h, &proto, sizeof(proto));
+    hash_update(&h, &fam, sizeof(fam));
+    if (fam == AF_INET) {
+        hash_update(&h, &a->in4.sin_port, sizeof(a->in4.sin_port));
+        hash_update(&h, &a->in4.sin_addr, sizeof(a->in4.sin_addr));
+    } else if (fam == AF_INET6) {
+        hash_update(&h, &a->in6.sin6_port, sizeof(a->in6.sin6_port));
+        hash_update(&h, &a->in6.sin6_scope_id, sizeof(a->in6.sin6_scope_id));
+        hash_update(&h, &a->in6.sin6_addr, sizeof(a->in6.sin6_addr));
     }
+    return hash_final(&h);
 }
 
 static bool ipv4_forbidden(uint32_t host_order)

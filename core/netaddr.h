@@ -30,8 +30,10 @@ int netaddr_port(const struct netaddr *a);
 size_t netaddr_ip_str(const struct netaddr *a, char *buf, size_t cap);
 /* Writes "ip:port" ("[ip]:port" for IPv6); returns its length. */
 size_t netaddr_str(const struct netaddr *a, char *buf, size_t cap);
-/* 64-bit hash of address and port, for per-worker tables. */
-uint64_t netaddr_hash(const struct netaddr *a);
+/* Keyed hash (core/hash.h, the process key) of proto and exactly what
+ * netaddr_eq() compares, for tables keyed by peers' addresses: a peer picks
+ * its own address and port, so it must not be able to aim at one chain. */
+uint64_t netaddr_hash(uint8_t proto, const struct netaddr *a);
 /* True for addresses a proxy must never send to: unspecified, broadcast,
  * multicast (IPv4-mapped too), port 0, or an unset address. */
 bool netaddr_is_forbidden(const struct netaddr *a);

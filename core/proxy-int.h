@@ -26,7 +26,7 @@ struct locmap;
 struct flowmap;
 struct flowtoken_key;
 
-/* The proxy layer's state on one worker (w->proxy). Created by
+/* The proxy layer's state on one worker (w->layer). Created by
  * proxy_worker_init() and freed by proxy_worker_cleanup() on the worker's
  * own thread; only that thread touches it. The comment on each field names
  * the file that writes it; any file of the layer may read. */
@@ -52,6 +52,12 @@ struct proxy_worker {
     char out[OUT_CAP];
     char aux[OUT_CAP];
 };
+
+/* The proxy layer's state on w (w->layer, which the runtime never reads). */
+static inline struct proxy_worker *proxy__of(const struct worker *w)
+{
+    return (struct proxy_worker *)w->layer;
+}
 
 /* Every function below runs on the worker w's own thread and borrows its
  * arguments for the call. */
@@ -93,7 +99,7 @@ void txn__arm(struct worker *w, struct txn *x);
 void txn__linger(struct worker *w, struct txn *x);
 
 /* core/upstream.c: parses the configured SIP Servers and peers into
- * w->proxy->ups and starts resolving and probing them. 0, or -EINVAL
+ * proxy__of(w)->ups and starts resolving and probing them. 0, or -EINVAL
  * (logged) for an unusable URI. */
 int upstream__worker_init(struct worker *w);
 /* core/upstream.c: stops the probe and resolve timers. */

@@ -112,7 +112,7 @@ static bool validate(struct worker *w, const struct rx_info *rx, struct sip_msg 
 static bool match_transaction(struct worker *w, const struct rx_info *rx, const struct sip_msg *m,
                               const char *key, size_t key_len)
 {
-    struct txn *x = txn_find_key(&w->proxy->txns, key, key_len);
+    struct txn *x = txn_find_key(&proxy__of(w)->txns, key, key_len);
     if (m->method == SIP_METHOD_ACK) {
         if (!x || x->resp_status < 300) return false; /* forwarded, without a transaction */
         /* ACK for our non-2xx: ends Timer G, absorbed (RFC 3261 §17.2.1) */
@@ -147,7 +147,7 @@ static bool match_transaction(struct worker *w, const struct rx_info *rx, const 
  * its DNS answer (it arrived before). True when it was turned away. */
 static bool turn_away_draining(struct worker *w, const struct rx_info *rx, const struct sip_msg *m)
 {
-    if (!worker_draining(w) || w->proxy->dns_replay || m->method == SIP_METHOD_ACK ||
+    if (!worker_draining(w) || proxy__of(w)->dns_replay || m->method == SIP_METHOD_ACK ||
         m->method == SIP_METHOD_CANCEL || route_in_dialog(m))
         return false;
     reply__send_retry(w, rx, m, 503, "Shutting Down", PROXY_RETRY_AFTER_S);
@@ -163,7 +163,7 @@ static void record_flow(struct worker *w, const struct route_view *v, const stru
                         const struct sip_msg *m)
 {
     if (rx->proto == SIP_TRANSPORT_UDP || route_from_upstream(v, rx)) return;
-    struct flowmap *flows = w->proxy->flows;
+    struct flowmap *flows = proxy__of(w)->flows;
     bool reg = m->method == SIP_METHOD_REGISTER;
     struct flow_entry fe = {.conn = rx->conn,
                             .proto = rx->proto,
@@ -236,7 +236,7 @@ static bool proxy_checks(struct worker *w, const struct route_view *v, const str
         reply__send(w, rx, m, 482, NULL, NULL);
         return false;
     }
-    if (m->method == SIP_METHOD_INVITE && !route_in_dialog(m) && !w->proxy->dns_replay &&
+    if (m->method == SIP_METHOD_INVITE && !route_in_dialog(m) && !proxy__of(w)->dns_replay &&
         !dialog_rate_admits(w)) {
         STAT_INC(w, overload);
         LOG_RL(LOG_WARN, "new INVITE turned away: above --overload-dialog-rate %u/s",
@@ -299,7 +299,7 @@ static void handle_request(struct worker *w, const struct rx_info *rx, struct si
 
 void proxy__process(struct worker *w, const struct rx_info *rx, char *buf, size_t len)
 {
-    struct proxy_worker *p = w->proxy;
+    struct proxy_worker *p = w->layer;
     struct sip_msg m;
     struct sip_hdr hdrs[MAX_HDRS];
     unsigned flags = rx->proto == SIP_TRANSPORT_UDP ? SIPMSG_DATAGRAM : 0;
@@ -341,10 +341,10 @@ static int worker_state_init(struct worker *w)
     p->loc = global.loc;
     p->flows = global.flows;
     p->key = &global.key;
-    w->proxy = p;
+    w->layer = p;
     int rc = upstream__worker_init(w);
     if (rc < 0) {
-        w->proxy = NULL;
+        w->layer = NULL;
         txn_table_cleanup(&p->txns);
         free(p);
         return rc;
@@ -362,19 +362,19 @@ int proxy_worker_init(struct worker *w)
 
 void proxy_worker_cleanup(struct worker *w)
 {
-    if (!w->proxy) return;
+    if (!w->layer) return;
 #define S(f) (unsigned long long)atomic_load_explicit(&w->stats.f, memory_order_relaxed)
     LOG_I("proxy: forwarded %llu, retransmissions absorbed %llu, own replies %llu, "
           "timeouts %llu, new INVITEs over --overload-dialog-rate %llu",
           S(forwarded), S(absorbed), S(own_replies), S(timeouts), S(overload));
 #undef S
     upstream__worker_cleanup(w);
-    txn_table_cleanup(&w->proxy->txns);
-    free(w->proxy);
-    w->proxy = NULL;
+    txn_table_cleanup(&proxy__of(w)->txns);
+    free(w->layer);
+    w->layer = NULL;
     locmap_thread_unregister();
     /* last: lookups still pending end with -ECANCELED, which the
-     * callbacks take as "drop it" (they check w->proxy) */
+     * callbacks take as "drop it" (they check w->layer) */
     dns_worker_cleanup(w);
 }
 
@@ -395,7 +395,7 @@ bool proxy_busy(struct worker *w)
 {
     if (dns_busy(w)) return true; /* requests parked on a DNS answer */
     /* in flight = transactions that have not sent a final response */
-    return txn_table_in_flight(&w->proxy->txns);
+    return txn_table_in_flight(&proxy__of(w)->txns);
 }
 
 void proxy_on_message(struct worker *w, const struct rx_info *rx, char *buf, size_t len)
@@ -411,11 +411,11 @@ void proxy_on_worker_msg(struct worker *w, struct worker_msg *m)
 
 void proxy_on_conn_closed(struct worker *w, conn_ref c, const struct netaddr *peer, uint8_t proto)
 {
-    if (!w->proxy) return;
+    if (!w->layer) return;
     struct flow_entry fe;
-    bool registered =
-        flowmap_lookup(w->proxy->flows, proto, peer, &fe) && fe.conn == c && fe.register_ms != 0;
-    flowmap_remove(w->proxy->flows, proto, peer, c);
+    bool registered = flowmap_lookup(proxy__of(w)->flows, proto, peer, &fe) && fe.conn == c &&
+                      fe.register_ms != 0;
+    flowmap_remove(proxy__of(w)->flows, proto, peer, c);
     /* only a connection that REGISTERed can hold bindings: spare the scan */
-    if (w->proxy->registrar && registered) locmap_drop_conn(w->proxy->loc, c);
+    if (proxy__of(w)->registrar && registered) locmap_drop_conn(proxy__of(w)->loc, c);
 }

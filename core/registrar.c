@@ -121,8 +121,8 @@ void registrar__register(struct worker *w, const struct rx_info *rx, const struc
     }
     struct locmap_binding cur[LOCMAP_MAX_BINDINGS];
     unsigned ncur = 0;
-    int rc = locmap_update(w->proxy->loc, slice_make(aor, aor_len), star, add, nadd, w->now_ms, cur,
-                           &ncur);
+    int rc = locmap_update(proxy__of(w)->loc, slice_make(aor, aor_len), star, add, nadd, w->now_ms,
+                           cur, &ncur);
     if (rc < 0) {
         reply__send(w, rx, m, rc == -ENOSPC ? 403 : 500, rc == -ENOSPC ? "Too Many Bindings" : NULL,
                     NULL);

@@ -166,12 +166,12 @@ void reply__send(struct worker *w, const struct rx_info *rx, const struct sip_ms
                  const char *warning, const char *extra)
 {
     if (m->is_request && m->method == SIP_METHOD_ACK) return; /* never answer an ACK */
-    ssize_t n = reply_build(m, &rx->src, code, warning, extra, w->proxy->aux, OUT_CAP);
+    ssize_t n = reply_build(m, &rx->src, code, warning, extra, proxy__of(w)->aux, OUT_CAP);
     if (n < 0) return;
     struct netaddr dst;
     reply_dst(m, rx, &dst);
     STAT_INC(w, own_replies);
-    reply__send_back(w, rx, &dst, w->proxy->aux, (size_t)n);
+    reply__send_back(w, rx, &dst, proxy__of(w)->aux, (size_t)n);
 }
 
 void reply__send_retry(struct worker *w, const struct rx_info *rx, const struct sip_msg *m,

@@ -10,7 +10,7 @@
  * our Via and send to the next one. */
 static void forward_stateless(struct worker *w, const struct sip_msg *m, const char *buf)
 {
-    struct proxy_worker *p = w->proxy;
+    struct proxy_worker *p = w->layer;
     const struct sip_hdr *our = sipmsg_hdr(m, SIP_HDR_VIA);
     const struct sip_hdr *next = sipmsg_hdr_nth(m, SIP_HDR_VIA, 1);
     struct sip_via nv;
@@ -103,7 +103,7 @@ static bool on_final(struct worker *w, struct txn *x, const struct sip_msg *m, i
  * lingers. */
 static void after_relay(struct worker *w, struct txn *x, int code, size_t n)
 {
-    struct proxy_worker *p = w->proxy;
+    struct proxy_worker *p = w->layer;
     if (code >= 200 && x->state == TXN_COMPLETED && !x->lingering) {
         txn_keep_response(x, p->out, n, code);
         if (x->invite && code >= 300 && x->rx.proto == SIP_TRANSPORT_UDP) {
@@ -132,9 +132,9 @@ static void relay(struct worker *w, struct txn *x, const struct sip_msg *m, cons
     struct rewrite rw;
     rewrite_init(&rw, buf, m->msg_len);
     rewrite_remove_value(&rw, m, sipmsg_hdr(m, SIP_HDR_VIA));
-    ssize_t n = rewrite_build(&rw, w->proxy->out, OUT_CAP);
+    ssize_t n = rewrite_build(&rw, proxy__of(w)->out, OUT_CAP);
     if (n < 0) return;
-    txn__send_server(w, x, w->proxy->out, (size_t)n);
+    txn__send_server(w, x, proxy__of(w)->out, (size_t)n);
     after_relay(w, x, code, (size_t)n);
 }
 
@@ -156,7 +156,7 @@ void response__handle(struct worker *w, const struct rx_info *rx, struct sip_msg
         hand_over(w, id.worker, rx, buf, len);
         return;
     }
-    struct txn *x = txn_find_slot(&w->proxy->txns, id.slot, id.gen);
+    struct txn *x = txn_find_slot(&proxy__of(w)->txns, id.slot, id.gen);
     if (m->count[SIP_HDR_VIA] < 2 && !(x && x->probe)) {
         STAT_INC(w, dropped); /* nothing to relay it to */
         return;

@@ -16,29 +16,6 @@ static int default_port(uint8_t proto)
     return proto == SIP_TRANSPORT_TLS ? 5061 : 5060;
 }
 
-int route_uri_target(const struct sip_uri *u, uint8_t *proto, struct netaddr *dst)
-{
-    uint8_t p = u->transport;
-    if (u->scheme == SIP_SCHEME_SIPS) p = SIP_TRANSPORT_TLS;
-    if (p == SIP_TRANSPORT_NONE) p = SIP_TRANSPORT_UDP;
-    if (p != SIP_TRANSPORT_UDP && p != SIP_TRANSPORT_TCP && p != SIP_TRANSPORT_TLS)
-        return -EPROTONOSUPPORT;
-    struct slice host = u->maddr.len ? u->maddr : u->host;
-    if (slice_case_eq_lit(host, "localhost")) host = SLICE_LIT("127.0.0.1");
-    if (netaddr_from_ip(dst, host, u->port ? u->port : default_port(p)) < 0) return -EHOSTUNREACH;
-    *proto = p;
-    return 0;
-}
-
-int route_pick_listener(const struct config *cfg, uint8_t proto, int fam)
-{
-    for (unsigned i = 0; i < cfg->nlisten; i++) {
-        const struct listen_cfg *l = &cfg->listen[i];
-        if (l->proto == proto && (fam == AF_UNSPEC || l->addr.sa.sa_family == fam)) return (int)i;
-    }
-    return -1;
-}
-
 bool route_host_is_ours(const struct route_view *v, struct slice host, int port)
 {
     return v->is_ours(v->ours_ctx, host, port);
@@ -146,7 +123,7 @@ static int next_hop(struct decide *c, const struct sip_uri *u)
     struct route_plan *rp = &c->d->plan;
     const struct route_dns *ans = c->v->dns;
     rp->tls_name[0] = 0;
-    int rc = route_uri_target(u, &rp->proto, &rp->dst);
+    int rc = sipuri_target(u, &rp->proto, &rp->dst);
     if (rc != -EHOSTUNREACH || (u->scheme != SIP_SCHEME_SIP && u->scheme != SIP_SCHEME_SIPS))
         return rc;
     if (!ans) return 1;
@@ -224,7 +201,7 @@ static bool follow_route(struct decide *c)
     struct sip_addr ra;
     int rc = sipuri_parse_addr(r->value, &ra) == 0 ? next_hop(c, &ra.uri) : -EINVAL;
     if (rc == 1) return decide_resolve(c, ROUTE_RULE_ROUTE, &ra.uri);
-    if (rc == 0 && route_pick_listener(c->v->cfg, rp->proto, rp->dst.sa.sa_family) >= 0)
+    if (rc == 0 && config_pick_listener(c->v->cfg, rp->proto, rp->dst.sa.sa_family) >= 0)
         return decide_forward(c, ROUTE_RULE_ROUTE);
     rp->tls_name[0] = 0;
     if (c->upstream_src || c->v->ups->nup == 0)
@@ -278,7 +255,7 @@ static bool find_binding(struct decide *c)
         rp->proto = b.proto;
         rp->dst = b.src;
         rp->conn = b.conn;
-    } else if (route_uri_target(&cu, &rp->proto, &rp->dst) < 0) {
+    } else if (sipuri_target(&cu, &rp->proto, &rp->dst) < 0) {
         rp->proto = SIP_TRANSPORT_UDP;
         rp->dst = b.src;
     }
@@ -378,7 +355,7 @@ static bool listener_is_ours(const void *ctx, struct slice host, int port)
 
 void route__view(const struct worker *w, struct route_view *v)
 {
-    const struct proxy_worker *p = w->proxy;
+    const struct proxy_worker *p = w->layer;
     *v = (struct route_view){
         .cfg = w->cfg,
         .ups = &p->ups,
@@ -406,7 +383,7 @@ static void dns_done(struct worker *w, void *arg, int status, const struct dns_t
                      unsigned n)
 {
     struct dns_park *pk = arg;
-    struct proxy_worker *p = w->proxy;
+    struct proxy_worker *p = w->layer;
     if (pk && status != -ECANCELED && p) {
         struct route_dns *a = &p->dns_answer;
         a->status = status;

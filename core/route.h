@@ -113,13 +113,4 @@ bool route_in_dialog(const struct sip_msg *m);
 /* INVITE, SUBSCRIBE or REFER outside a dialog: gets our Record-Route. Pure. */
 bool route_creates_dialog(const struct sip_msg *m);
 
-/* Where URI u sends a request: transport (;transport=, sips: is TLS, default
- * UDP) and address, for an IP literal host or maddr ("localhost" is
- * 127.0.0.1; default port 5060, 5061 for TLS). 0, -EHOSTUNREACH for a name
- * (resolve it), -EPROTONOSUPPORT for another transport. Pure. */
-int route_uri_target(const struct sip_uri *u, uint8_t *proto, struct netaddr *dst);
-/* Index of the first listener of proto whose address family is fam
- * (AF_UNSPEC: any), or -1. Pure. */
-int route_pick_listener(const struct config *cfg, uint8_t proto, int fam);
-
 #endif

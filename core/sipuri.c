@@ -1,6 +1,10 @@
 /* SIP/SIPS/tel URI, name-addr and Via parsers over slices. */
 #include "core/sipuri.h"
 
+#include <errno.h>
+
+#include "core/netaddr.h"
+
 /* character classes, RFC 3261 §25.1 */
 enum {
     C_USER = 0x01,  /* unreserved / user-unreserved */
@@ -512,5 +516,20 @@ int sipuri_parse_via(struct slice s, struct sip_via *v)
             r = slice_make(r.ptr + 1, r.len - 2);
         if (!sipuri_is_ipv4(r) && !sipuri_is_ipv6(r)) return -1;
     }
+    return 0;
+}
+
+int sipuri_target(const struct sip_uri *u, uint8_t *proto, struct netaddr *dst)
+{
+    uint8_t p = u->transport;
+    if (u->scheme == SIP_SCHEME_SIPS) p = SIP_TRANSPORT_TLS;
+    if (p == SIP_TRANSPORT_NONE) p = SIP_TRANSPORT_UDP;
+    if (p != SIP_TRANSPORT_UDP && p != SIP_TRANSPORT_TCP && p != SIP_TRANSPORT_TLS)
+        return -EPROTONOSUPPORT;
+    struct slice host = u->maddr.len ? u->maddr : u->host;
+    if (slice_case_eq_lit(host, "localhost")) host = SLICE_LIT("127.0.0.1");
+    if (netaddr_from_ip(dst, host, u->port ? u->port : (p == SIP_TRANSPORT_TLS ? 5061 : 5060)) < 0)
+        return -EHOSTUNREACH;
+    *proto = p;
     return 0;
 }

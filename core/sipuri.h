@@ -91,4 +91,11 @@ const char *sipuri_transport_name(enum sip_transport t);
 bool sipuri_is_ipv4(struct slice host);
 bool sipuri_is_ipv6(struct slice host);
 
+struct netaddr;
+/* Where URI u sends a request: transport (;transport=, sips: is TLS, default
+ * UDP) and address, for an IP literal host or maddr ("localhost" is
+ * 127.0.0.1; default port 5060, 5061 for TLS). 0, -EHOSTUNREACH for a name
+ * (resolve it), -EPROTONOSUPPORT for another transport. Pure. */
+int sipuri_target(const struct sip_uri *u, uint8_t *proto, struct netaddr *dst);
+
 #endif

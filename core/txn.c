@@ -203,21 +203,21 @@ static ssize_t build_hop_request(const struct txn *x, const char *method, struct
 
 void txn__send_cancel(struct worker *w, struct txn *x)
 {
-    ssize_t n = build_hop_request(x, "CANCEL", SLICE_NULL, w->proxy->aux, OUT_CAP);
-    if (n > 0) txn__send_client(w, x, w->proxy->aux, (size_t)n);
+    ssize_t n = build_hop_request(x, "CANCEL", SLICE_NULL, proxy__of(w)->aux, OUT_CAP);
+    if (n > 0) txn__send_client(w, x, proxy__of(w)->aux, (size_t)n);
     x->cancelled = true;
 }
 
 void txn__send_ack(struct worker *w, struct txn *x, struct slice to)
 {
-    ssize_t n = build_hop_request(x, "ACK", to, w->proxy->aux, OUT_CAP);
-    if (n > 0) txn__send_client(w, x, w->proxy->aux, (size_t)n);
+    ssize_t n = build_hop_request(x, "ACK", to, proxy__of(w)->aux, OUT_CAP);
+    if (n > 0) txn__send_client(w, x, proxy__of(w)->aux, (size_t)n);
 }
 
 void txn__reply(struct worker *w, struct txn *x, const struct sip_msg *m, int code,
                 const char *warning)
 {
-    struct proxy_worker *p = w->proxy;
+    struct proxy_worker *p = w->layer;
     ssize_t n = reply_build(m, &x->rx.src, code, warning, NULL, p->aux, OUT_CAP);
     if (n <= 0) return;
     txn__send_server(w, x, p->aux, (size_t)n);
@@ -247,7 +247,7 @@ static void on_sweep(struct worker *w, struct timer *t)
 
 void txn__linger(struct worker *w, struct txn *x)
 {
-    struct txn_table *tt = &w->proxy->txns;
+    struct txn_table *tt = &proxy__of(w)->txns;
     timer_cancel(&x->t_retx);
     timer_cancel(&x->t_timeout);
     if (x->lingering) return;
@@ -312,7 +312,7 @@ static void reply_timeout(struct worker *w, struct txn *x)
 static void on_timeout(struct worker *w, struct timer *t)
 {
     struct txn *x = (struct txn *)((char *)t - offsetof(struct txn, t_timeout));
-    struct upstream_set *ups = &w->proxy->ups;
+    struct upstream_set *ups = &proxy__of(w)->ups;
     if (x->probe) {
         upstream__probe_timed_out(w, x);
         return;

@@ -9,7 +9,6 @@
 #include "core/branch.h"
 #include "core/log.h"
 #include "core/proxy-int.h"
-#include "core/route.h"
 
 /* ---- pure parts ---------------------------------------------------------- */
 
@@ -21,7 +20,7 @@ int upstream_parse(const char *text, struct upstream *up)
         return -EINVAL;
     up->uri = u;
     snprintf(up->host, sizeof up->host, "%.*s", (int)u.host.len, u.host.ptr);
-    int rc = route_uri_target(&u, &up->proto, &up->addr);
+    int rc = sipuri_target(&u, &up->proto, &up->addr);
     if (rc == -EHOSTUNREACH) {
         /* a name: out of service until it resolves */
         up->named = true;
@@ -80,7 +79,7 @@ static bool next_target(struct upstream *u)
 
 void upstream__state(struct worker *w, unsigned i, bool up)
 {
-    struct upstream_set *s = &w->proxy->ups;
+    struct upstream_set *s = &proxy__of(w)->ups;
     struct upstream *u = &s->up[i];
     /* a name with several targets is down only when each failed in turn */
     if (!up && u->ntargets > 1 && !next_target(u)) return;
@@ -112,7 +111,7 @@ void upstream__state(struct worker *w, unsigned i, bool up)
 static void resolved(struct worker *w, bool peer, unsigned i, int status,
                      const struct dns_target *t, unsigned n)
 {
-    struct upstream_set *s = &w->proxy->ups;
+    struct upstream_set *s = &proxy__of(w)->ups;
     struct upstream *u = peer ? &s->peer[i] : &s->up[i];
     const char *what = peer ? "peer" : "upstream";
     u->resolving = false;
@@ -147,7 +146,7 @@ static void resolved(struct worker *w, bool peer, unsigned i, int status,
 static void resolve_done(struct worker *w, void *arg, int status, const struct dns_target *t,
                          unsigned n)
 {
-    if (status == -ECANCELED || !w->proxy) return;
+    if (status == -ECANCELED || !w->layer) return;
     unsigned v = (unsigned)((uintptr_t)arg - 1);
     resolved(w, v >> 8, v & 0xff, status, t, n);
 }
@@ -155,7 +154,7 @@ static void resolve_done(struct worker *w, void *arg, int status, const struct d
 /* Starts (or answers from the cache) the RFC 3263 lookup of a named one. */
 static void resolve(struct worker *w, bool peer, unsigned i)
 {
-    struct upstream_set *s = &w->proxy->ups;
+    struct upstream_set *s = &proxy__of(w)->ups;
     struct upstream *u = peer ? &s->peer[i] : &s->up[i];
     if (!u->named || u->resolving || !w->dns) return;
     struct slice host = u->uri.maddr.len ? u->uri.maddr : u->uri.host;
@@ -180,7 +179,7 @@ static uint64_t oos_check_ms(const struct worker *w)
  * peer is refreshed even when no SIP Server is probed. */
 static void on_resolve(struct worker *w, struct timer *t)
 {
-    struct upstream_set *s = &w->proxy->ups;
+    struct upstream_set *s = &proxy__of(w)->ups;
     bool any = false;
     for (unsigned i = 0; i < s->nup; i++) {
         resolve(w, false, i);
@@ -199,7 +198,7 @@ static void on_resolve(struct worker *w, struct timer *t)
  * x into x->req. 0 or -1. */
 static int build_probe(struct worker *w, const struct upstream *u, int l, struct txn *x)
 {
-    uint32_t seq = w->proxy->probe_seq;
+    uint32_t seq = proxy__of(w)->probe_seq;
     const char *host = worker_listener_host(w, (unsigned)l);
     int port = u->proto == SIP_TRANSPORT_UDP ? worker_via_port(w, (unsigned)l)
                                              : worker_listener_port(w, (unsigned)l);
@@ -231,13 +230,13 @@ static int build_probe(struct worker *w, const struct upstream *u, int l, struct
  * transaction of this worker (its answer comes back by our branch). */
 static void send_probe(struct worker *w, unsigned i)
 {
-    struct proxy_worker *p = w->proxy;
+    struct proxy_worker *p = w->layer;
     struct upstream *u = &p->ups.up[i];
     char key[64];
     if (!u->resolved) return;
     int kn = snprintf(key, sizeof key, "probe|%u|%u", i, ++p->probe_seq);
-    int l = route_pick_listener(w->cfg, u->proto, u->addr.sa.sa_family);
-    if (l < 0) l = route_pick_listener(w->cfg, u->proto, AF_UNSPEC);
+    int l = config_pick_listener(w->cfg, u->proto, u->addr.sa.sa_family);
+    if (l < 0) l = config_pick_listener(w->cfg, u->proto, AF_UNSPEC);
     if (l < 0 || u->probing) return;
     struct txn *x = txn_new(&p->txns, key, (size_t)kn);
     if (!x) return;
@@ -271,19 +270,19 @@ static void send_probe(struct worker *w, unsigned i)
  * answer, both are asked every --oos-force seconds. */
 static void on_probe(struct worker *w, struct timer *t)
 {
-    struct upstream_set *s = &w->proxy->ups;
+    struct upstream_set *s = &proxy__of(w)->ups;
     bool trouble = s->up[s->active].down;
     for (unsigned i = 0; i < s->nup; i++)
         if (i == s->active || trouble || s->up[i].down) send_probe(w, i);
     unsigned sec = trouble ? w->cfg->oos_force_s : w->cfg->oos_check_s;
-    worker_timer_arm(w, &w->proxy->probe, (uint64_t)(sec ? sec : 5) * 1000);
+    worker_timer_arm(w, &proxy__of(w)->probe, (uint64_t)(sec ? sec : 5) * 1000);
 }
 
 void upstream__probe_answered(struct worker *w, struct txn *x, int code)
 {
     /* any final answer, even 404 or 405, says the SIP Server is alive */
     if (code >= 200 && x->state != TXN_COMPLETED) {
-        w->proxy->ups.up[x->upstream_idx].probing = false;
+        proxy__of(w)->ups.up[x->upstream_idx].probing = false;
         upstream__state(w, x->upstream_idx, true);
         x->state = TXN_COMPLETED;
         txn__linger(w, x);
@@ -294,7 +293,7 @@ void upstream__probe_answered(struct worker *w, struct txn *x, int code)
 
 void upstream__probe_timed_out(struct worker *w, struct txn *x)
 {
-    w->proxy->ups.up[x->upstream_idx].probing = false;
+    proxy__of(w)->ups.up[x->upstream_idx].probing = false;
     upstream__state(w, x->upstream_idx, false);
     x->state = TXN_COMPLETED;
     txn__linger(w, x);
@@ -304,7 +303,7 @@ void upstream__probe_timed_out(struct worker *w, struct txn *x)
 
 int upstream__worker_init(struct worker *w)
 {
-    struct proxy_worker *p = w->proxy;
+    struct proxy_worker *p = w->layer;
     struct upstream_set *s = &p->ups;
     timer_init(&p->probe, on_probe);
     timer_init(&p->resolve, on_resolve);
@@ -332,6 +331,6 @@ int upstream__worker_init(struct worker *w)
 
 void upstream__worker_cleanup(struct worker *w)
 {
-    timer_cancel(&w->proxy->probe);
-    timer_cancel(&w->proxy->resolve);
+    timer_cancel(&proxy__of(w)->probe);
+    timer_cancel(&proxy__of(w)->resolve);
 }

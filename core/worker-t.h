@@ -51,7 +51,7 @@ struct worker_stats {
      * failed ones by reason (enum tls_fail; [TLS_FAIL_NONE] stays 0) */
     _Atomic uint64_t tls_handshakes, tls_resumed;
     _Atomic uint64_t tls_fail[TLS_FAIL__COUNT];
-    /* proxy layer */
+    /* the layer above (the handlers) */
     _Atomic uint64_t forwarded;       /* requests relayed */
     _Atomic uint64_t absorbed;        /* retransmissions absorbed by a transaction */
     _Atomic uint64_t own_replies;     /* responses sipedge generated itself */
@@ -85,9 +85,8 @@ struct worker_msg {
     char data[];
 };
 
-struct proxy_worker; /* the proxy layer's per-worker state (core/proxy.c) */
-struct dns_worker;   /* the worker's resolver and cache (dns/dns.c) */
-struct worker_rt;    /* the runtime's private part (core/worker-int.h) */
+struct dns_worker; /* the worker's resolver and cache (dns/dns.c) */
+struct worker_rt;  /* the runtime's private part (core/worker-int.h) */
 
 /* One per worker thread, created and freed by the runtime. */
 struct worker {
@@ -98,9 +97,10 @@ struct worker {
     /* owner-only */
     uint64_t now_ms; /* monotonic milliseconds, refreshed each loop turn */
     struct timer_wheel timers;
-    struct worker_stats stats;  /* owner writes, anyone reads (relaxed) */
-    struct proxy_worker *proxy; /* the proxy layer's, set by its init handler */
-    struct dns_worker *dns;     /* set by dns_worker_init(), NULL after cleanup */
+    struct worker_stats stats; /* owner writes, anyone reads (relaxed) */
+    void *layer;               /* the handlers' per-worker state: set by their init
+                                * handler, opaque to the runtime */
+    struct dns_worker *dns;    /* set by dns_worker_init(), NULL after cleanup */
     /* private */
     struct worker_rt *rt;
 };

@@ -7,7 +7,6 @@
 #include <urcu-qsbr.h>
 #include <urcu/rculfhash.h>
 
-#include "core/hash.h"
 
 struct flow_node {
     struct cds_lfht_node node;
@@ -29,25 +28,7 @@ struct flow_key {
  * netaddr_eq() compares, plus the transport. */
 static unsigned long key_hash(uint8_t proto, const struct netaddr *peer)
 {
-    uint8_t k[2 + 2 + 4 + 16];
-    size_t n = 0;
-
-    k[n++] = proto;
-    k[n++] = (uint8_t)peer->sa.sa_family;
-    switch (peer->sa.sa_family) {
-    case AF_INET:
-        memcpy(k + n, &peer->in4.sin_port, 2);
-        memcpy(k + n + 2, &peer->in4.sin_addr, 4);
-        n += 2 + 4;
-        break;
-    case AF_INET6:
-        memcpy(k + n, &peer->in6.sin6_port, 2);
-        memcpy(k + n + 2, &peer->in6.sin6_scope_id, 4);
-        memcpy(k + n + 6, &peer->in6.sin6_addr, 16);
-        n += 2 + 4 + 16;
-        break;
-    }
-    return (unsigned long)hash_bytes(k, n);
+    return (unsigned long)netaddr_hash(proto, peer);
 }
 
 static int match(struct cds_lfht_node *node, const void *key)

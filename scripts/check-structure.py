@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Checks the source tree's shape: no include cycle between modules, no .c file
+"""Checks the source tree's shape: no include cycle between modules, includes
+only downwards through the layers (leaf, runtime, proxy, main), no .c file
 over 800 lines, no function over 120 lines, and no proxy_ name in the runtime's
 headers (core/worker.h, core/worker-t.h).
 
@@ -48,12 +49,60 @@ TYPES_APART = False
 
 def module_of(path):
     """core/worker-t.h -> core/worker (core/worker-t with --types-apart);
-    dns/dns-int.h -> dns/dns; dns/dns_cache.c -> dns/dns_cache."""
+    dns/dns_cache.c -> dns/dns_cache. A layer's private header (foo-int.h,
+    shared by the files of one layer) stays a node of its own, left out of
+    the cycle search: LAYERS below says who may include it."""
     base, _ = os.path.splitext(path)
-    for suffix in ("-int",) if TYPES_APART else ("-t", "-int"):
-        if base.endswith(suffix):
-            return base[: -len(suffix)]
+    if not TYPES_APART and base.endswith("-t"):
+        return base[:-2]
     return base
+
+
+# The layers, lowest first: a file may include headers of its own layer or
+# lower ones only (ARCHITECTURE.md: leaves <- runtime (+ tls/, dns/,
+# registry/) <- proxy layer <- main). A module in no layer is a violation,
+# so a new file must be placed here.
+LAYERS = [
+    ("leaf", {"core/slice", "core/sipmsg", "core/sipmsg_validate", "core/sipuri", "core/framer",
+              "core/rewrite", "core/netaddr", "core/ring", "core/timer", "core/log", "core/hash",
+              "core/buf", "core/clock", "core/config", "core/auth"}),
+    ("runtime", {"core/worker", "core/worker-int", "core/conn", "core/conn_tls", "core/stream",
+                 "core/listener", "core/udp", "core/wmsg", "tls/tls", "dns/dns", "dns/dns-int",
+                 "dns/dns_cache", "dns/dns_rfc3263", "registry/flowmap", "registry/flowtoken",
+                 "registry/locmap"}),
+    ("proxy", {"core/proxy", "core/proxy-int", "core/route", "core/forward", "core/response",
+               "core/txn", "core/branch", "core/reply", "core/upstream", "core/registrar"}),
+    ("main", {"core/main", "core/cli", "core/mgmt"}),
+]
+
+
+def layer_of(module):
+    for rank, (name, members) in enumerate(LAYERS):
+        if module in members:
+            return rank, name
+    return None, None
+
+
+def layer_problems(edges):
+    """One line per include that goes up a layer, names a module in no
+    layer, or reaches another layer's private header."""
+    out = []
+    for a in sorted(edges):
+        ra, na = layer_of(a)
+        if ra is None:
+            out.append("module in no layer (add it to LAYERS): %s" % a)
+            continue
+        for b in sorted(edges[a]):
+            rb, nb = layer_of(b)
+            if rb is None:
+                continue  # reported as its own line
+            if rb > ra:
+                out.append("layer violation: %s (%s) includes %s (%s) at %s"
+                           % (a, na, b, nb, edges[a][b]))
+            elif b.endswith("-int") and rb != ra:
+                out.append("private header of another layer: %s includes %s at %s"
+                           % (a, b, edges[a][b]))
+    return out
 
 
 def strip_c(text):
@@ -278,14 +327,19 @@ def main():
     if not files:
         print("check-structure: no sources under %s" % root, file=sys.stderr)
         return 2
-    problems = {"cycle": 0, "file": 0, "function": 0, "proxy": 0}
+    problems = {"cycle": 0, "layer": 0, "file": 0, "function": 0, "proxy": 0}
 
     edges = include_edges(root, files)
     if args.graph:
         for a in sorted(edges):
             for b in sorted(edges[a]):
                 print("edge: %s -> %s (%s)" % (a, b, edges[a][b]))
-    for path, comp in cycles(edges):
+    for line in layer_problems(edges):
+        problems["layer"] += 1
+        print(line)
+    public = {a: {b: v for b, v in bs.items() if not b.endswith("-int")}
+              for a, bs in edges.items() if not a.endswith("-int")}
+    for path, comp in cycles(public):
         problems["cycle"] += 1
         steps = " -> ".join("%s (%s)" % (b, edges[a][b]) for a, b in zip(path, path[1:]))
         print("include cycle: %s -> %s" % (path[0], steps))
@@ -316,8 +370,8 @@ def main():
                     print("runtime names the proxy: %s:%d: %s" % (path, lineno, ident))
 
     total = sum(problems.values())
-    counts = "%d include cycle(s), %d file(s) over %d lines, %d function(s) over %d lines, " \
-             "%d proxy_ name(s) in %s" % (problems["cycle"], problems["file"], args.max_file_lines,
+    counts = "%d include cycle(s), %d layer problem(s), %d file(s) over %d lines, %d function(s) over %d lines, " \
+             "%d proxy_ name(s) in %s" % (problems["cycle"], problems["layer"], problems["file"], args.max_file_lines,
                                           problems["function"], args.max_func_lines,
                                           problems["proxy"], " / ".join(RUNTIME_HEADERS))
     print("check-structure: %s: %d files, %d modules, %d functions; %s"

@@ -34,6 +34,8 @@ build() { # build DIR cmake-args...
   cmake -S . -B "$dir" "$@" >/dev/null && cmake --build "$dir" -j"$JOBS" 2>&1 | grep -vE '^\[|^-- ' ; return "${PIPESTATUS[0]}"
 }
 
+# the include graph runs downwards only, no file or function grows past its limit
+step "structure" /usr/bin/python3 scripts/check-structure.py
 step "build release" build build -DCMAKE_BUILD_TYPE=Release || true
 step "build asan+ubsan" build build-asan -DCMAKE_BUILD_TYPE=Debug -DSIPEDGE_SANITIZE=ON || true
 
