@@ -42,6 +42,28 @@ enum {
     OPT_STATS_TLS,
     OPT_LOG_LEVEL,
     OPT_LOG_FORMAT,
+    OPT_OVERLOAD_SOURCE_RATE,
+    OPT_STATS_MAX_CLIENTS,
+    OPT_ALLOW_DESTINATION,
+    OPT_DOMAIN,
+    OPT_AUTH_USERS,
+    OPT_AUTH_BY_CERTIFICATE,
+    OPT_REGISTRAR_OPEN,
+    OPT_MAX_CONNECTIONS_PER_IP,
+    OPT_IDLE_TIMEOUT,
+    OPT_MESSAGE_TIMEOUT,
+    OPT_CONNECT_TIMEOUT,
+    OPT_MAX_TRANSACTIONS,
+    OPT_MAX_TRANSACTION_MB,
+    OPT_MAX_QUEUED_BYTES,
+    OPT_MAX_QUEUED_TOTAL_MB,
+    OPT_MAX_EXPIRES,
+    OPT_MIN_EXPIRES,
+    OPT_MAX_BINDINGS,
+    OPT_MAX_AORS,
+    OPT_DNS_CACHE_SIZE,
+    OPT_DNS_MAX_PENDING,
+    OPT_FAILOVER_TIMEOUT,
 };
 
 /* Each accepted option, with what --help says about it. */
@@ -107,6 +129,64 @@ static const struct cli_opt cli_opts[] = {
     {"stats-tls", OPT_STATS_TLS, NULL,
      "serve management over TLS with --tls-cert (client\n"
      "certificates required with --tls-mutual) (default: off)"},
+    {"stats-max-clients", OPT_STATS_MAX_CLIENTS, "N",
+     "management connections served at once, 1..256\n(default: 8)"},
+    {"domain", OPT_DOMAIN, "NAME",
+     "SIP domain served as sipedge's own (built-in registrar\n"
+     "AORs, OPTIONS to it), like Kamailio's alias; repeatable,\n"
+     "up to 16 (default: none)"},
+    {"allow-destination", OPT_ALLOW_DESTINATION, "CIDR",
+     "loopback, private or link-local prefix endpoints' requests\n"
+     "may reach (refused otherwise); repeatable, up to 32\n(default: none)"},
+    {"auth-users", OPT_AUTH_USERS, "FILE",
+     "built-in registrar: digest credentials, lines\n"
+     "user:realm:HA1[:HA1-SHA-256] (htdigest); every REGISTER\n"
+     "must authenticate; reloaded on SIGHUP (default: none)"},
+    {"auth-by-certificate", OPT_AUTH_BY_CERTIFICATE, NULL,
+     "with --tls-mutual: a TLS client certificate whose SAN\n"
+     "sip: URI (or CN) is user@domain may register that AOR\n(default: off)"},
+    {"registrar-open", OPT_REGISTRAR_OPEN, NULL,
+     "let the built-in registrar run on a non-loopback listener\n"
+     "without authentication (default: refuse to start)"},
+    {"max-connections-per-ip", OPT_MAX_CONNECTIONS_PER_IP, "N",
+     "TCP/TLS connections from one IP address, 1..4194304\n(default: 4096)"},
+    {"idle-timeout", OPT_IDLE_TIMEOUT, "SEC",
+     "close a TCP/TLS connection idle this long that carries no\n"
+     "registration and no transaction, 1..86400 (default: 120)"},
+    {"message-timeout", OPT_MESSAGE_TIMEOUT, "MS",
+     "a started TCP/TLS message must complete within it,\n100..600000 (default: 30000)"},
+    {"connect-timeout", OPT_CONNECT_TIMEOUT, "MS",
+     "outbound TCP/TLS connect time limit, 100..600000\n(default: 3000)"},
+    {"max-transactions", OPT_MAX_TRANSACTIONS, "N",
+     "live transactions per worker, 16..4194304; new requests\n"
+     "over it get 503 (default: 262144)"},
+    {"max-transaction-memory", OPT_MAX_TRANSACTION_MB, "MB",
+     "bytes kept by live transactions per worker, 1..65536\n(default: 512)"},
+    {"max-queued-bytes", OPT_MAX_QUEUED_BYTES, "BYTES",
+     "unsent bytes per TCP/TLS connection before it is closed,\n"
+     "65536..268435456 (default: 1048576)"},
+    {"max-queued-total", OPT_MAX_QUEUED_TOTAL_MB, "MB",
+     "unsent bytes of all connections of a worker; over it the\n"
+     "slowest connections close, 1..65536 (default: 256)"},
+    {"max-expires", OPT_MAX_EXPIRES, "SEC",
+     "longest registration the built-in registrar grants,\n60..604800 (default: 3600)"},
+    {"min-expires", OPT_MIN_EXPIRES, "SEC",
+     "shorter REGISTER Expires get 423 Interval Too Brief,\n1..3600 (default: 60)"},
+    {"max-bindings", OPT_MAX_BINDINGS, "N",
+     "contacts per AOR in the built-in registrar, 1..1024\n(default: 16)"},
+    {"max-aors", OPT_MAX_AORS, "N",
+     "AORs in the built-in registrar, 1..16777216\n(default: 1000000)"},
+    {"dns-cache-size", OPT_DNS_CACHE_SIZE, "N",
+     "DNS answers cached per worker, 16..1048576 (default: 2048)"},
+    {"dns-max-pending", OPT_DNS_MAX_PENDING, "N",
+     "DNS lookups in flight per worker, 1..65536; requests\n"
+     "over it get 503 (default: 4096)"},
+    {"failover-timeout", OPT_FAILOVER_TIMEOUT, "MS",
+     "no response at all from a SIP Server target within it:\n"
+     "the request goes to the next target, 100..60000\n(default: 2000)"},
+    {"overload-source-rate", OPT_OVERLOAD_SOURCE_RATE, "N",
+     "new INVITEs per second from one source IP above which\n"
+     "its new INVITEs get 503, 0 = off (default: 0)"},
     {"log-level", OPT_LOG_LEVEL, "LEVEL", "error, warn, info or debug (default: info)"},
     {"log-format", OPT_LOG_FORMAT, "FORMAT", "text or json (default: text)"},
     {"help", OPT_HELP, NULL, "print this help and exit"},
@@ -278,6 +358,22 @@ static void set_defaults(struct config *cfg)
     cfg->max_connections = 65536;
     cfg->max_message_size = 65535;
     cfg->log_level = LOG_INFO;
+    cfg->stats_max_clients = 8;
+    cfg->max_connections_per_ip = 4096;
+    cfg->idle_timeout_s = 120;
+    cfg->message_timeout_ms = 30000;
+    cfg->connect_timeout_ms = 3000;
+    cfg->max_transactions = 262144;
+    cfg->max_transaction_mb = 512;
+    cfg->max_queued_bytes = 1u << 20;
+    cfg->max_queued_total_mb = 256;
+    cfg->max_expires_s = 3600;
+    cfg->min_expires_s = 60;
+    cfg->max_bindings = 16;
+    cfg->max_aors = 1000000;
+    cfg->dns_cache_size = 2048;
+    cfg->dns_max_pending = 4096;
+    cfg->failover_timeout_ms = 2000;
 }
 
 static void add_default_listener(struct config *cfg, uint8_t proto, int port)
@@ -298,6 +394,10 @@ static int finish(struct config *cfg)
     if (cfg->tls_mutual && !cfg->tls_ca[0]) return bad(OPT_TLS_MUTUAL, "needs --tls-ca");
     if (cfg->stats_tls && !cfg->tls_cert[0]) return bad(OPT_STATS_TLS, "needs --tls-cert");
     if (cfg->stats_tls && !cfg->stats_listen[0]) return bad(OPT_STATS_TLS, "needs --stats-listen");
+    if (cfg->auth_by_certificate && !cfg->tls_mutual)
+        return bad(OPT_AUTH_BY_CERTIFICATE, "needs --tls-mutual");
+    if (cfg->min_expires_s > cfg->max_expires_s)
+        return bad(OPT_MIN_EXPIRES, "must not exceed --max-expires");
     for (unsigned i = 0; i < cfg->nlisten; i++)
         tls_listener |= cfg->listen[i].proto == SIP_TRANSPORT_TLS;
     if (tls_listener && !cfg->tls_cert[0]) return bad(OPT_TLS_CERT, "required by a tls listener");
@@ -342,6 +442,36 @@ static const struct num_opt num_opts[] = {
      "must be a number of bytes in 512..1048576"},
     {OPT_OVERLOAD_DIALOG_RATE, 0, 1000000, UNSIGNED_AT(overload_dialog_rate),
      "must be a number in 0..1000000"},
+    {OPT_OVERLOAD_SOURCE_RATE, 0, 1000000, UNSIGNED_AT(overload_source_rate),
+     "must be a number in 0..1000000"},
+    {OPT_STATS_MAX_CLIENTS, 1, 256, UNSIGNED_AT(stats_max_clients), "must be a number in 1..256"},
+    {OPT_MAX_CONNECTIONS_PER_IP, 1, 1u << 22, UNSIGNED_AT(max_connections_per_ip),
+     "must be a number in 1..4194304"},
+    {OPT_IDLE_TIMEOUT, 1, 86400, UNSIGNED_AT(idle_timeout_s),
+     "must be a number of seconds in 1..86400"},
+    {OPT_MESSAGE_TIMEOUT, 100, 600000, UNSIGNED_AT(message_timeout_ms),
+     "must be a number of milliseconds in 100..600000"},
+    {OPT_CONNECT_TIMEOUT, 100, 600000, UNSIGNED_AT(connect_timeout_ms),
+     "must be a number of milliseconds in 100..600000"},
+    {OPT_MAX_TRANSACTIONS, 16, 1u << 22, UNSIGNED_AT(max_transactions),
+     "must be a number in 16..4194304"},
+    {OPT_MAX_TRANSACTION_MB, 1, 65536, UNSIGNED_AT(max_transaction_mb),
+     "must be a number of MB in 1..65536"},
+    {OPT_MAX_QUEUED_BYTES, 65536, 1u << 28, UNSIGNED_AT(max_queued_bytes),
+     "must be a number of bytes in 65536..268435456"},
+    {OPT_MAX_QUEUED_TOTAL_MB, 1, 65536, UNSIGNED_AT(max_queued_total_mb),
+     "must be a number of MB in 1..65536"},
+    {OPT_MAX_EXPIRES, 60, 604800, UNSIGNED_AT(max_expires_s),
+     "must be a number of seconds in 60..604800"},
+    {OPT_MIN_EXPIRES, 1, 3600, UNSIGNED_AT(min_expires_s),
+     "must be a number of seconds in 1..3600"},
+    {OPT_MAX_BINDINGS, 1, 1024, UNSIGNED_AT(max_bindings), "must be a number in 1..1024"},
+    {OPT_MAX_AORS, 1, 1u << 24, UNSIGNED_AT(max_aors), "must be a number in 1..16777216"},
+    {OPT_DNS_CACHE_SIZE, 16, 1u << 20, UNSIGNED_AT(dns_cache_size),
+     "must be a number in 16..1048576"},
+    {OPT_DNS_MAX_PENDING, 1, 65536, UNSIGNED_AT(dns_max_pending), "must be a number in 1..65536"},
+    {OPT_FAILOVER_TIMEOUT, 100, 60000, UNSIGNED_AT(failover_timeout_ms),
+     "must be a number of milliseconds in 100..60000"},
 };
 
 static int apply_number(struct config *cfg, const struct num_opt *o, const char *arg)
@@ -441,6 +571,25 @@ static int apply_stats_listen(struct config *cfg, const char *arg)
     return 0;
 }
 
+static int apply_allow_destination(struct config *cfg, const char *arg)
+{
+    if (cfg->nallow_dest == CONFIG_MAX_ALLOW) return bad(OPT_ALLOW_DESTINATION, "more than 32");
+    if (netaddr_cidr_parse(&cfg->allow_dest[cfg->nallow_dest], slice_make(arg, strlen(arg))) < 0)
+        return bad(OPT_ALLOW_DESTINATION, "expected IP/BITS or an IP literal");
+    cfg->nallow_dest++;
+    return 0;
+}
+
+static int apply_domain(struct config *cfg, const char *arg)
+{
+    if (cfg->ndomains == CONFIG_MAX_DOMAIN) return bad(OPT_DOMAIN, "more than 16 domains");
+    if (!printable(arg) || strchr(arg, ':') || strchr(arg, '@') || strchr(arg, ';') ||
+        !copy_str(cfg->domains[cfg->ndomains], sizeof(cfg->domains[0]), arg))
+        return bad(OPT_DOMAIN, "expected a host name (no scheme, user, port or parameters)");
+    cfg->ndomains++;
+    return 0;
+}
+
 static int apply_log_level(struct config *cfg, const char *arg)
 {
     static const char *const names[] = {"error", "warn", "info", "debug"};
@@ -490,6 +639,18 @@ static int apply(struct config *cfg, int id, const char *arg)
         return apply_log_level(cfg, arg);
     case OPT_LOG_FORMAT:
         return apply_log_format(cfg, arg);
+    case OPT_ALLOW_DESTINATION:
+        return apply_allow_destination(cfg, arg);
+    case OPT_DOMAIN:
+        return apply_domain(cfg, arg);
+    case OPT_AUTH_USERS:
+        return file_opt(id, cfg->auth_users_file, sizeof(cfg->auth_users_file), arg, false);
+    case OPT_AUTH_BY_CERTIFICATE:
+        cfg->auth_by_certificate = true;
+        return 0;
+    case OPT_REGISTRAR_OPEN:
+        cfg->registrar_open = true;
+        return 0;
     case OPT_FLOW_SECRET:
         return file_opt(id, cfg->flow_secret_file, sizeof(cfg->flow_secret_file), arg, true);
     case OPT_TLS_CERT:

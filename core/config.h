@@ -11,6 +11,8 @@
 #define CONFIG_MAX_PEERS  16
 #define CONFIG_MAX_DNS    4
 #define WORKER_MAX        64 /* --workers bound (conn_ref keeps 8 bits for it) */
+#define CONFIG_MAX_ALLOW  32
+#define CONFIG_MAX_DOMAIN 16
 
 struct listen_cfg {
     uint8_t proto; /* enum sip_transport: UDP, TCP or TLS */
@@ -48,8 +50,37 @@ struct config {
     unsigned max_connections;
     unsigned max_message_size;
     unsigned overload_dialog_rate; /* 0: off */
+    unsigned overload_source_rate; /* new INVITEs/s per source IP; 0: off */
     char stats_listen[128];
     bool stats_tls;
+    unsigned stats_max_clients; /* management connections served at once */
+
+    /* edge policy (ARCHITECTURE.md §2) */
+    struct netaddr_cidr
+        allow_dest[CONFIG_MAX_ALLOW]; /* internal destinations endpoints may reach */
+    unsigned nallow_dest;
+    char domains[CONFIG_MAX_DOMAIN][256]; /* --domain: served as sipedge's own */
+    unsigned ndomains;
+    /* built-in registrar authentication */
+    char auth_users_file[512]; /* htdigest user:realm:HA1[:HA1-SHA-256]; empty: none */
+    bool auth_by_certificate;  /* under --tls-mutual: the certificate names the AOR */
+    bool registrar_open;       /* no authentication on a non-loopback listener, knowingly */
+
+    /* limits (ARCHITECTURE.md §6) */
+    unsigned max_connections_per_ip;
+    unsigned idle_timeout_s;      /* stream connections with no binding and no transaction */
+    unsigned message_timeout_ms;  /* a stream message must complete within it */
+    unsigned connect_timeout_ms;  /* outbound TCP/TLS connect */
+    unsigned max_transactions;    /* per worker */
+    unsigned max_transaction_mb;  /* per worker: bytes kept by live transactions */
+    unsigned max_queued_bytes;    /* per connection */
+    unsigned max_queued_total_mb; /* per worker, all connections together */
+    unsigned max_expires_s, min_expires_s;
+    unsigned max_bindings;        /* per AOR */
+    unsigned max_aors;            /* in the location service */
+    unsigned dns_cache_size;      /* entries per worker */
+    unsigned dns_max_pending;     /* lookups in flight per worker */
+    unsigned failover_timeout_ms; /* no response from a SIP Server target: next target */
     enum log_level log_level;
     bool log_json;
 };

@@ -229,6 +229,7 @@ static void accepted(struct worker *w, unsigned li, int fd, const struct netaddr
         atomic_fetch_sub_explicit(&rt->run->nconns, 1, memory_order_relaxed);
         close(fd);
         STAT_INC(w, conns_refused);
+        STAT_LIMIT(w, LIMIT_CONNECTIONS);
         LOG_RL(LOG_WARN, "refused %s connection from %s: --max-connections %u reached",
                sipuri_transport_name(l->proto), ADDR_STR(peer, a), cfg->max_connections);
         return;

@@ -82,6 +82,43 @@ static const struct counter counters[] = {
 #undef G
 #define NCOUNTERS (sizeof(counters) / sizeof(counters[0]))
 
+/* Label values of the counters by reason (enum stat_refusal, stat_limit). */
+static const char *const refusal_names[REFUSE__COUNT] = {
+    [REFUSE_RELAY] = "relay",
+    [REFUSE_DESTINATION] = "destination",
+    [REFUSE_AUTH] = "auth_failed",
+    [REFUSE_AOR] = "aor_not_owned",
+    [REFUSE_RESPONSE_MISMATCH] = "response_mismatch",
+    [REFUSE_TOKEN_MISUSE] = "token_misuse",
+    [REFUSE_TOKEN_FORGED] = "token_forged",
+    [REFUSE_FLOW_GONE] = "flow_gone",
+    [REFUSE_MALFORMED_RESPONSE] = "malformed_response",
+    [REFUSE_CONTROL_BYTES] = "control_bytes",
+    [REFUSE_BODY_LENGTH] = "body_length",
+};
+static const char *const limit_names[LIMIT__COUNT] = {
+    [LIMIT_CONNECTIONS] = "max_connections",
+    [LIMIT_CONNECTIONS_PER_IP] = "max_connections_per_ip",
+    [LIMIT_IDLE_TIMEOUT] = "idle_timeout",
+    [LIMIT_MESSAGE_TIMEOUT] = "message_timeout",
+    [LIMIT_HANDSHAKE_TIMEOUT] = "tls_handshake_timeout",
+    [LIMIT_CONNECT_TIMEOUT] = "connect_timeout",
+    [LIMIT_MESSAGE_SIZE] = "max_message_size",
+    [LIMIT_TRANSACTIONS] = "max_transactions",
+    [LIMIT_TRANSACTION_MEMORY] = "max_transaction_memory",
+    [LIMIT_QUEUE_CONNECTION] = "max_queued_bytes",
+    [LIMIT_QUEUE_TOTAL] = "max_queued_total",
+    [LIMIT_MIN_EXPIRES] = "min_expires",
+    [LIMIT_MAX_EXPIRES] = "max_expires",
+    [LIMIT_BINDINGS] = "max_bindings",
+    [LIMIT_AORS] = "max_aors",
+    [LIMIT_DNS_CACHE] = "dns_cache_size",
+    [LIMIT_DNS_PENDING] = "dns_max_pending",
+    [LIMIT_DIALOG_RATE] = "overload_dialog_rate",
+    [LIMIT_SOURCE_RATE] = "overload_source_rate",
+    [LIMIT_STATS_CLIENTS] = "stats_max_clients",
+};
+
 static uint64_t load(const _Atomic uint64_t *p)
 {
     return atomic_load_explicit(p, memory_order_relaxed);
@@ -122,6 +159,18 @@ static void stats_json(struct buf *o)
         for (unsigned i = 0; i < n; i++)
             sum += load(&worker_get(i)->stats.tls_fail[f]);
         buf_printf(o, ", \"tls_failed_%s\": %llu", tls_fail_str(f), (unsigned long long)sum);
+    }
+    for (int r = 0; r < REFUSE__COUNT; r++) {
+        uint64_t sum = 0;
+        for (unsigned i = 0; i < n; i++)
+            sum += load(&worker_get(i)->stats.refused[r]);
+        buf_printf(o, ", \"refused_%s\": %llu", refusal_names[r], (unsigned long long)sum);
+    }
+    for (int l = 0; l < LIMIT__COUNT; l++) {
+        uint64_t sum = 0;
+        for (unsigned i = 0; i < n; i++)
+            sum += load(&worker_get(i)->stats.limit_hits[l]);
+        buf_printf(o, ", \"limit_%s\": %llu", limit_names[l], (unsigned long long)sum);
     }
     buf_printf(o, "},\n  \"per_worker\": [\n");
     for (unsigned i = 0; i < n; i++) {
@@ -166,6 +215,20 @@ static void metrics_text(struct buf *o)
             buf_printf(o, "sipedge_tls_failures_total{worker=\"%u\",reason=\"%s\"} %llu\n", i,
                        tls_fail_str(f),
                        (unsigned long long)load(&worker_get(i)->stats.tls_fail[f]));
+    buf_printf(o, "# HELP sipedge_refused_total requests and responses refused or dropped by "
+                  "the edge policy, by reason\n# TYPE sipedge_refused_total counter\n");
+    for (unsigned i = 0; i < n; i++)
+        for (int r = 0; r < REFUSE__COUNT; r++)
+            buf_printf(o, "sipedge_refused_total{worker=\"%u\",reason=\"%s\"} %llu\n", i,
+                       refusal_names[r],
+                       (unsigned long long)load(&worker_get(i)->stats.refused[r]));
+    buf_printf(o, "# HELP sipedge_limit_hits_total times a configured limit bit, by limit\n"
+                  "# TYPE sipedge_limit_hits_total counter\n");
+    for (unsigned i = 0; i < n; i++)
+        for (int l = 0; l < LIMIT__COUNT; l++)
+            buf_printf(o, "sipedge_limit_hits_total{worker=\"%u\",limit=\"%s\"} %llu\n", i,
+                       limit_names[l],
+                       (unsigned long long)load(&worker_get(i)->stats.limit_hits[l]));
     if (cfg->nupstream && n) {
         const struct worker *w0 = worker_get(0);
         buf_printf(o,

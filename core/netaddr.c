@@ -188,3 +188,95 @@ bool netaddr_is_forbidden(const struct netaddr *a)
         return true;
     }
 }
+
+/* The IPv4 address of a (IPv4-mapped IPv6 too), host order; false if none. */
+static bool as_ipv4(const struct netaddr *a, uint32_t *out)
+{
+    uint32_t v4;
+
+    if (a->sa.sa_family == AF_INET) {
+        *out = ntohl(a->in4.sin_addr.s_addr);
+        return true;
+    }
+    if (a->sa.sa_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&a->in6.sin6_addr)) {
+        memcpy(&v4, &a->in6.sin6_addr.s6_addr[12], sizeof(v4));
+        *out = ntohl(v4);
+        return true;
+    }
+    return false;
+}
+
+bool netaddr_is_internal(const struct netaddr *a)
+{
+    static const struct {
+        uint32_t net, mask;
+    } v4nets[] = {
+        {0x00000000u, 0xff000000u}, /* 0/8 */
+        {0x0a000000u, 0xff000000u}, /* 10/8 */
+        {0x64400000u, 0xffc00000u}, /* 100.64/10 */
+        {0x7f000000u, 0xff000000u}, /* 127/8 */
+        {0xa9fe0000u, 0xffff0000u}, /* 169.254/16 */
+        {0xac100000u, 0xfff00000u}, /* 172.16/12 */
+        {0xc0a80000u, 0xffff0000u}, /* 192.168/16 */
+    };
+    uint32_t v4;
+
+    if (as_ipv4(a, &v4)) {
+        for (size_t i = 0; i < sizeof(v4nets) / sizeof(v4nets[0]); i++)
+            if ((v4 & v4nets[i].mask) == v4nets[i].net) return true;
+        return false;
+    }
+    if (a->sa.sa_family != AF_INET6) return false;
+    const struct in6_addr *v6 = &a->in6.sin6_addr;
+    return IN6_IS_ADDR_LOOPBACK(v6) || IN6_IS_ADDR_LINKLOCAL(v6) ||
+           (v6->s6_addr[0] & 0xfe) == 0xfc; /* fc00::/7 */
+}
+
+int netaddr_cidr_parse(struct netaddr_cidr *c, struct slice text)
+{
+    const char *slash = memchr(text.ptr, '/', text.len);
+    struct slice ip = slash ? slice_make(text.ptr, (size_t)(slash - text.ptr)) : text;
+    struct netaddr a;
+    uint64_t bits;
+
+    if (netaddr_from_ip(&a, ip, 1) < 0) return -EINVAL;
+    memset(c, 0, sizeof(*c));
+    c->family = (uint8_t)a.sa.sa_family;
+    if (c->family == AF_INET)
+        memcpy(c->addr, &a.in4.sin_addr, 4);
+    else
+        memcpy(c->addr, &a.in6.sin6_addr, 16);
+    c->bits = c->family == AF_INET ? 32 : 128;
+    if (slash) {
+        struct slice b = slice_make(slash + 1, text.len - (size_t)(slash + 1 - text.ptr));
+        if (!slice_to_u64(b, c->bits, &bits)) return -EINVAL;
+        c->bits = (uint8_t)bits;
+    }
+    return 0;
+}
+
+/* True when the first `bits` bits of x and y agree. */
+static bool prefix_eq(const uint8_t *x, const uint8_t *y, unsigned bits)
+{
+    unsigned whole = bits / 8, rest = bits % 8;
+
+    if (memcmp(x, y, whole) != 0) return false;
+    if (rest == 0) return true;
+    uint8_t mask = (uint8_t)(0xff00u >> rest);
+    return (x[whole] & mask) == (y[whole] & mask);
+}
+
+bool netaddr_cidr_match(const struct netaddr_cidr *c, const struct netaddr *a)
+{
+    uint32_t v4;
+
+    if (c->family == AF_INET) {
+        uint8_t b[4];
+        if (!as_ipv4(a, &v4)) return false;
+        v4 = htonl(v4);
+        memcpy(b, &v4, 4);
+        return prefix_eq(c->addr, b, c->bits);
+    }
+    if (a->sa.sa_family != AF_INET6) return false;
+    return prefix_eq(c->addr, a->in6.sin6_addr.s6_addr, c->bits);
+}

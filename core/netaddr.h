@@ -38,4 +38,21 @@ uint64_t netaddr_hash(uint8_t proto, const struct netaddr *a);
  * multicast (IPv4-mapped too), port 0, or an unset address. */
 bool netaddr_is_forbidden(const struct netaddr *a);
 
+/* True for loopback (127/8, ::1), private (RFC 1918, RFC 6598 100.64/10,
+ * IPv6 ULA fc00::/7), link-local (169.254/16, fe80::/10) and "this network"
+ * (0/8) addresses, IPv4-mapped ones included: what an endpoint may not reach
+ * through the proxy unless --allow-destination opens it. Pure. */
+bool netaddr_is_internal(const struct netaddr *a);
+
+/* An address prefix (--allow-destination CIDR). IPv4-mapped IPv6 addresses
+ * match IPv4 prefixes. */
+struct netaddr_cidr {
+    uint8_t family; /* AF_INET or AF_INET6 */
+    uint8_t bits;   /* prefix length */
+    uint8_t addr[16];
+};
+/* "IP/BITS" or a bare IP (a host prefix). 0 or -EINVAL. Pure. */
+int netaddr_cidr_parse(struct netaddr_cidr *c, struct slice text);
+bool netaddr_cidr_match(const struct netaddr_cidr *c, const struct netaddr *a);
+
 #endif

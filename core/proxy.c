@@ -239,6 +239,7 @@ static bool proxy_checks(struct worker *w, const struct route_view *v, const str
     if (m->method == SIP_METHOD_INVITE && !route_in_dialog(m) && !proxy__of(w)->dns_replay &&
         !dialog_rate_admits(w)) {
         STAT_INC(w, overload);
+        STAT_LIMIT(w, LIMIT_DIALOG_RATE);
         LOG_RL(LOG_WARN, "new INVITE turned away: above --overload-dialog-rate %u/s",
                w->cfg->overload_dialog_rate);
         reply__send(w, rx, m, 503, "Overloaded", NULL);

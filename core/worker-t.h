@@ -33,6 +33,51 @@ struct rx_info {
     struct netaddr src; /* remote address */
 };
 
+/* Why sipedge refused or dropped what an outsider sent (the edge policy,
+ * ARCHITECTURE.md §2). /metrics: sipedge_refused_total{reason="…"}, the
+ * names in core/mgmt.c. Append only before REFUSE__COUNT. */
+enum stat_refusal {
+    REFUSE_RELAY = 0,          /* endpoint's request to a host that is not ours to serve (403) */
+    REFUSE_DESTINATION,        /* internal destination without --allow-destination (403) */
+    REFUSE_AUTH,               /* REGISTER without valid credentials (401/403) */
+    REFUSE_AOR,                /* REGISTER for an AOR its sender does not own (403) */
+    REFUSE_RESPONSE_MISMATCH,  /* response from where its request did not go (dropped) */
+    REFUSE_TOKEN_MISUSE,       /* flow token used outside its dialog or by an endpoint (403) */
+    REFUSE_TOKEN_FORGED,       /* flow token with a bad MAC (403) */
+    REFUSE_FLOW_GONE,          /* flow token whose connection closed (430) */
+    REFUSE_MALFORMED_RESPONSE, /* response missing To/From/Call-ID/CSeq/Via (dropped) */
+    REFUSE_CONTROL_BYTES,      /* control bytes in a header value (400 or dropped) */
+    REFUSE_BODY_LENGTH,        /* Content-Length past the datagram's end (400 or dropped) */
+    REFUSE__COUNT
+};
+
+/* Which limit bit (ARCHITECTURE.md §6). /metrics:
+ * sipedge_limit_hits_total{limit="…"}, the names in core/mgmt.c. Append
+ * only before LIMIT__COUNT. */
+enum stat_limit {
+    LIMIT_CONNECTIONS = 0,    /* --max-connections: accept or connect refused */
+    LIMIT_CONNECTIONS_PER_IP, /* --max-connections-per-ip: accept closed */
+    LIMIT_IDLE_TIMEOUT,       /* --idle-timeout: connection closed */
+    LIMIT_MESSAGE_TIMEOUT,    /* --message-timeout: partial message, connection closed */
+    LIMIT_HANDSHAKE_TIMEOUT,  /* --tls-handshake-timeout: connection closed */
+    LIMIT_CONNECT_TIMEOUT,    /* --connect-timeout: outbound connect gave up */
+    LIMIT_MESSAGE_SIZE,       /* --max-message-size: message refused */
+    LIMIT_TRANSACTIONS,       /* --max-transactions: 503 */
+    LIMIT_TRANSACTION_MEMORY, /* --max-transaction-memory: 503 */
+    LIMIT_QUEUE_CONNECTION,   /* --max-queued-bytes: connection closed */
+    LIMIT_QUEUE_TOTAL,        /* --max-queued-total: slowest connection closed */
+    LIMIT_MIN_EXPIRES,        /* --min-expires: 423 */
+    LIMIT_MAX_EXPIRES,        /* --max-expires: Expires lowered */
+    LIMIT_BINDINGS,           /* --max-bindings: 403 */
+    LIMIT_AORS,               /* --max-aors: 503 */
+    LIMIT_DNS_CACHE,          /* --dns-cache-size: an answer evicted early */
+    LIMIT_DNS_PENDING,        /* --dns-max-pending: lookup refused, 503 */
+    LIMIT_DIALOG_RATE,        /* --overload-dialog-rate: 503 */
+    LIMIT_SOURCE_RATE,        /* --overload-source-rate: 503 */
+    LIMIT_STATS_CLIENTS,      /* --stats-max-clients: management connection refused */
+    LIMIT__COUNT
+};
+
 /* Per-worker counters: written by the owner only, read by anyone with
  * relaxed atomic loads. */
 struct worker_stats {
@@ -59,6 +104,8 @@ struct worker_stats {
     _Atomic uint64_t overload;        /* new INVITEs answered 503 by --overload-dialog-rate */
     _Atomic uint64_t upstream_active; /* gauge: index of the SIP Server in service */
     _Atomic uint64_t upstream_down;   /* gauge: bit i set = upstream i not answering */
+    _Atomic uint64_t refused[REFUSE__COUNT];   /* by enum stat_refusal */
+    _Atomic uint64_t limit_hits[LIMIT__COUNT]; /* by enum stat_limit */
 };
 
 /* Counters have one writer (the owner), so a plain load and store will do. */
@@ -66,8 +113,10 @@ struct worker_stats {
     atomic_store_explicit(&(w)->stats.f,                                                           \
                           atomic_load_explicit(&(w)->stats.f, memory_order_relaxed) + (n),         \
                           memory_order_relaxed)
-#define STAT_INC(w, f)    STAT_ADD(w, f, 1)
-#define STAT_SET(w, f, v) atomic_store_explicit(&(w)->stats.f, (v), memory_order_relaxed)
+#define STAT_INC(w, f)       STAT_ADD(w, f, 1)
+#define STAT_SET(w, f, v)    atomic_store_explicit(&(w)->stats.f, (v), memory_order_relaxed)
+#define STAT_REFUSED(w, why) STAT_INC(w, refused[why])
+#define STAT_LIMIT(w, which) STAT_INC(w, limit_hits[which])
 
 /* A message handed between workers. Written by the sender until
  * worker_post() takes it; from then on the receiver owns it and frees it

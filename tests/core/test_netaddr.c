@@ -135,3 +135,56 @@ Test(netaddr, forbidden_targets)
     struct netaddr none = {0};
     cr_assert(netaddr_is_forbidden(&none), "an unset address is never a target");
 }
+
+Test(netaddr, internal_destinations)
+{
+    static const struct {
+        const char *hp;
+        bool internal;
+    } cases[] = {
+        {"127.0.0.1:5060", true},         {"127.9.9.9:5060", true},
+        {"10.1.2.3:5060", true},          {"172.16.0.1:5060", true},
+        {"172.31.255.255:5060", true},    {"172.32.0.1:5060", false},
+        {"192.168.1.1:5060", true},       {"169.254.1.1:5060", true},
+        {"100.64.0.1:5060", true},        {"0.1.2.3:5060", true},
+        {"8.8.8.8:5060", false},          {"[::1]:5060", true},
+        {"[fe80::1]:5060", true},         {"[fd00::1]:5060", true},
+        {"[2001:db8::1]:5060", false},    {"[::ffff:10.0.0.1]:5060", true},
+        {"[::ffff:8.8.8.8]:5060", false},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct netaddr a;
+        cr_assert_eq(netaddr_parse(&a, slice_make(cases[i].hp, strlen(cases[i].hp))), 0, "%s",
+                     cases[i].hp);
+        cr_assert_eq(netaddr_is_internal(&a), cases[i].internal, "%s", cases[i].hp);
+    }
+}
+
+Test(netaddr, cidr_parse_and_match)
+{
+    struct netaddr_cidr c;
+    struct netaddr a;
+
+    cr_assert_eq(netaddr_cidr_parse(&c, S("10.20.0.0/16")), 0);
+    netaddr_parse(&a, S("10.20.3.4:5060"));
+    cr_assert(netaddr_cidr_match(&c, &a));
+    netaddr_parse(&a, S("[::ffff:10.20.3.4]:5060"));
+    cr_assert(netaddr_cidr_match(&c, &a), "v4-mapped matches an IPv4 prefix");
+    netaddr_parse(&a, S("10.21.0.1:5060"));
+    cr_assert(!netaddr_cidr_match(&c, &a));
+    cr_assert_eq(netaddr_cidr_parse(&c, S("10.20.0.0/13")), 0);
+    cr_assert(netaddr_cidr_match(&c, &a), "a prefix that is not byte aligned");
+    cr_assert_eq(netaddr_cidr_parse(&c, S("127.0.0.1")), 0);
+    cr_assert_eq(c.bits, 32);
+    cr_assert_eq(netaddr_cidr_parse(&c, S("fd00::/8")), 0);
+    netaddr_parse(&a, S("[fd12::1]:5060"));
+    cr_assert(netaddr_cidr_match(&c, &a));
+    netaddr_parse(&a, S("10.0.0.1:5060"));
+    cr_assert(!netaddr_cidr_match(&c, &a), "families differ");
+    cr_assert_eq(netaddr_cidr_parse(&c, S("0.0.0.0/0")), 0);
+    cr_assert(netaddr_cidr_match(&c, &a));
+    cr_assert_neq(netaddr_cidr_parse(&c, S("10.0.0.0/33")), 0);
+    cr_assert_neq(netaddr_cidr_parse(&c, S("10.0.0.0/")), 0);
+    cr_assert_neq(netaddr_cidr_parse(&c, S("host.example/8")), 0);
+    cr_assert_neq(netaddr_cidr_parse(&c, S("::/129")), 0);
+}
