@@ -395,3 +395,12 @@ int conn__connect(struct worker *w, uint8_t proto, int listener, const struct ne
     *out = c;
     return 0;
 }
+
+int worker_conn_hold(struct worker *w, conn_ref ref, uint64_t until_ms)
+{
+    struct conn *c = CONN_REF_WORKER(ref) == w->id ? conn__get(w, ref) : NULL;
+
+    if (!c) return -ENOTCONN;
+    c->hold_until_ms = until_ms;
+    return 0;
+}

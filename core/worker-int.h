@@ -78,6 +78,10 @@ struct conn {
     /* outbound TLS: the identity it was opened for and verified (owned
      * copy); NULL when opened without a name or accepted */
     char *tls_name;
+    /* the layer above holds the connection open until then (a phone's
+     * registration): --idle-timeout does not close it before
+     * (worker_conn_hold); 0 = not held */
+    uint64_t hold_until_ms;
 };
 
 struct conn_slot {

@@ -79,6 +79,12 @@ struct worker *worker_self(void);
 int worker_send(struct worker *w, uint8_t proto, int listener, const struct netaddr *dst,
                 conn_ref conn, const char *tls_name, const char *buf, size_t len, conn_ref *used);
 
+/* Tells the runtime that the layer above needs connection c open until
+ * until_ms (w's clock; 0 releases it): --idle-timeout does not close a held
+ * connection (a registered phone's, while its binding lasts). Owner of c
+ * only; a stale ref or one of another worker is ignored (-ENOTCONN). */
+int worker_conn_hold(struct worker *w, conn_ref c, uint64_t until_ms);
+
 /* Allocates a zeroed message for worker_post(); data has room for len
  * bytes. NULL when out of memory or len is above UINT32_MAX. Any thread. */
 struct worker_msg *worker_msg_new(size_t len);
