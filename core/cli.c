@@ -149,7 +149,8 @@ static const struct cli_opt cli_opts[] = {
      "let the built-in registrar run on a non-loopback listener\n"
      "without authentication (default: refuse to start)"},
     {"max-connections-per-ip", OPT_MAX_CONNECTIONS_PER_IP, "N",
-     "TCP/TLS connections from one IP address, 1..4194304\n(default: 4096)"},
+     "TCP/TLS connections from one IP address (IPv6: one /64);\n"
+     "more are closed at once, 1..4194304 (default: 4096)"},
     {"idle-timeout", OPT_IDLE_TIMEOUT, "SEC",
      "close a TCP/TLS connection idle this long that carries no\n"
      "registration and no transaction, 1..86400 (default: 120)"},

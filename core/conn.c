@@ -14,7 +14,10 @@
 
 #define SLOTS_INITIAL        1024u
 #define SLOTS_OUTBOUND_EXTRA 4096u /* per worker, beyond --max-connections */
-#define CONNECT_TIMEOUT_MS   3000
+/* A ringing call's connection stays at least this long after its INVITE or
+ * latest provisional response: Timer C (RFC 3261 §16.6, 180 s) and the
+ * CANCEL and 487 that follow it. */
+#define RING_WINDOW_MS 190000
 
 /* ---- the table ------------------------------------------------------- */
 
@@ -167,6 +170,8 @@ struct conn *conn__new(struct worker *w, int fd, uint8_t proto, unsigned listene
     c->listener = (uint16_t)listener;
     c->peer = *peer;
     c->want_out = state == CONN_CONNECTING;
+    c->ip_slot = -1;
+    c->active_until = w->now_ms + (uint64_t)w->cfg->idle_timeout_s * 1000;
     framer_init(&c->framer);
     timer_init(&c->timer, conn_timeout);
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -186,7 +191,7 @@ struct conn *conn__new(struct worker *w, int fd, uint8_t proto, unsigned listene
     return c;
 }
 
-void conn__close(struct worker *w, struct conn *c, const char *why)
+static void close_conn(struct worker *w, struct conn *c, const char *why, bool count_drop)
 {
     struct worker_rt *rt = w->rt;
     char a[NETADDR_STRLEN];
@@ -202,14 +207,38 @@ void conn__close(struct worker *w, struct conn *c, const char *why)
     hash_remove(rt, c);
     slot_free(rt, CONN_REF_SLOT(c->ref));
     if (c->wq_len) {
-        rt->nqueued--;
-        STAT_INC(w, dropped);
+        stream__unqueue(w, c);
+        if (count_drop) STAT_INC(w, dropped);
     }
-    if (c->inbound) atomic_fetch_sub_explicit(&rt->run->nconns, 1, memory_order_relaxed);
+    iplimit_release(rt->run->per_ip, c->ip_slot);
+    c->ip_slot = -1;
+    atomic_fetch_sub_explicit(&rt->run->nconns, 1, memory_order_relaxed);
     STAT_ADD(w, conns_open, (uint64_t)-1);
     STAT_INC(w, conns_closed);
     c->hnext = rt->zombies;
     rt->zombies = c;
+}
+
+void conn__close(struct worker *w, struct conn *c, const char *why)
+{
+    close_conn(w, c, why, true);
+}
+
+void conn__close_limit(struct worker *w, struct conn *c, enum stat_limit which, const char *why)
+{
+    char a[NETADDR_STRLEN];
+
+    if (c->state == CONN_CLOSED) return;
+    if (which == LIMIT_QUEUE_CONNECTION || which == LIMIT_QUEUE_TOTAL) {
+        /* A reset, not a FIN behind the unsent bytes: the kernel would
+         * otherwise keep those for a peer that does not read. */
+        struct linger abort_close = {.l_onoff = 1, .l_linger = 0};
+        setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &abort_close, sizeof(abort_close));
+    }
+    STAT_LIMIT(w, which);
+    LOG_RL(LOG_INFO, "%s connection %s %s: %s: closing", sipuri_transport_name(c->proto),
+           c->inbound ? "from" : "to", ADDR_STR(&c->peer, a), why);
+    close_conn(w, c, why, false);
 }
 
 void conn__reap(struct worker *w)
@@ -258,11 +287,50 @@ static void connect_done(struct worker *w, struct conn *c)
         return;
     }
     c->state = CONN_OPEN;
+    conn__touch(w, c, (uint64_t)w->cfg->idle_timeout_s * 1000);
+    conn__arm(w, c);
     if (c->wq_len) {
         stream__flush(w, c);
     } else {
         conn__set_want_out(w, c, false);
     }
+}
+
+/* ---- deadlines ------------------------------------------------------- */
+
+/* A held connection (a registration) idles only after its hold, and its
+ * keep-alives count as traffic meanwhile (core/stream.c). */
+static uint64_t idle_deadline(const struct conn *c)
+{
+    return c->active_until > c->hold_until_ms ? c->active_until : c->hold_until_ms;
+}
+
+void conn__arm(struct worker *w, struct conn *c)
+{
+    uint64_t at = idle_deadline(c);
+
+    if (c->msg_deadline && c->msg_deadline < at) at = c->msg_deadline;
+    if (timer_armed(&c->timer) && c->timer_at <= at) return;
+    c->timer_at = at;
+    timer_arm_at(&w->timers, &c->timer, at);
+}
+
+/* Arms c's timer ms from now: the deadline of connecting or handshaking. */
+void conn__arm_state(struct worker *w, struct conn *c, unsigned ms)
+{
+    c->timer_at = w->now_ms + ms;
+    timer_arm_at(&w->timers, &c->timer, c->timer_at);
+}
+
+/* The runtime looks at two words of the message, no more: an INVITE
+ * request, or a 1xx response (the version is case-insensitive). */
+uint64_t conn__window(const struct worker *w, const char *buf, size_t len)
+{
+    uint64_t idle = (uint64_t)w->cfg->idle_timeout_s * 1000;
+    bool ringing = (len > 7 && memcmp(buf, "INVITE ", 7) == 0) ||
+                   (len > 9 && strncasecmp(buf, "SIP/2.0 1", 9) == 0);
+
+    return ringing && idle < RING_WINDOW_MS ? RING_WINDOW_MS : idle;
 }
 
 static void conn_timeout(struct worker *w, struct timer *t)
@@ -271,16 +339,21 @@ static void conn_timeout(struct worker *w, struct timer *t)
     char a[NETADDR_STRLEN];
 
     if (c->state == CONN_CONNECTING) {
-        LOG_RL(LOG_WARN, "%s connect to %s: timed out", sipuri_transport_name(c->proto),
-               ADDR_STR(&c->peer, a));
+        STAT_LIMIT(w, LIMIT_CONNECT_TIMEOUT);
+        LOG_RL(LOG_WARN, "%s connect to %s: no answer within --connect-timeout %u ms",
+               sipuri_transport_name(c->proto), ADDR_STR(&c->peer, a), w->cfg->connect_timeout_ms);
         conn__close(w, c, "connect timeout");
     } else if (c->state == CONN_HANDSHAKE) {
+        STAT_LIMIT(w, LIMIT_HANDSHAKE_TIMEOUT);
         conn_tls__failed(w, c, TLS_FAIL_TIMEOUT);
+    } else if (c->msg_deadline && w->now_ms >= c->msg_deadline) {
+        STAT_INC(w, dropped); /* the partial message */
+        conn__close_limit(w, c, LIMIT_MESSAGE_TIMEOUT,
+                          "no complete message within --message-timeout");
+    } else if (w->now_ms >= idle_deadline(c)) {
+        conn__close_limit(w, c, LIMIT_IDLE_TIMEOUT, "idle for --idle-timeout");
     } else {
-        STAT_INC(w, dropped);
-        LOG_RL(LOG_INFO, "%s %s: no complete message within %d s: closing",
-               sipuri_transport_name(c->proto), ADDR_STR(&c->peer, a), MSG_TIMEOUT_MS / 1000);
-        conn__close(w, c, "message timeout");
+        conn__arm(w, c); /* traffic or a hold moved the deadline */
     }
 }
 
@@ -367,6 +440,22 @@ static int connect_socket(const struct listen_cfg *lc, uint8_t proto, const stru
     return fd;
 }
 
+bool conn__reserve(struct worker *w)
+{
+    struct runtime *run = w->rt->run;
+
+    if (atomic_fetch_add_explicit(&run->nconns, 1, memory_order_relaxed) < w->cfg->max_connections)
+        return true;
+    atomic_fetch_sub_explicit(&run->nconns, 1, memory_order_relaxed);
+    STAT_LIMIT(w, LIMIT_CONNECTIONS);
+    return false;
+}
+
+void conn__unreserve(struct worker *w)
+{
+    atomic_fetch_sub_explicit(&w->rt->run->nconns, 1, memory_order_relaxed);
+}
+
 int conn__connect(struct worker *w, uint8_t proto, int listener, const struct netaddr *dst,
                   const char *tls_name, struct conn **out)
 {
@@ -376,10 +465,22 @@ int conn__connect(struct worker *w, uint8_t proto, int listener, const struct ne
     int fd;
 
     if (proto == SIP_TRANSPORT_TLS && !w->rt->tls) return -EPROTONOSUPPORT;
+    if (!conn__reserve(w)) {
+        char a[NETADDR_STRLEN];
+        LOG_RL(LOG_WARN, "no %s connection to %s: --max-connections %u reached",
+               sipuri_transport_name(proto), ADDR_STR(dst, a), w->cfg->max_connections);
+        return -EMFILE;
+    }
     fd = connect_socket(&w->cfg->listen[li], proto, dst, &connecting);
-    if (fd < 0) return fd;
+    if (fd < 0) {
+        conn__unreserve(w);
+        return fd;
+    }
     c = conn__new(w, fd, proto, (unsigned)li, dst, false, connecting ? CONN_CONNECTING : CONN_OPEN);
-    if (!c) return -ENOMEM;
+    if (!c) {
+        conn__unreserve(w);
+        return -ENOMEM;
+    }
     if (proto == SIP_TRANSPORT_TLS && tls_name && tls_name[0]) {
         c->tls_name = strdup(tls_name);
         if (!c->tls_name) {
@@ -388,9 +489,11 @@ int conn__connect(struct worker *w, uint8_t proto, int listener, const struct ne
         }
     }
     if (connecting)
-        worker_timer_arm(w, &c->timer, CONNECT_TIMEOUT_MS);
+        conn__arm_state(w, c, w->cfg->connect_timeout_ms);
     else if (proto == SIP_TRANSPORT_TLS)
         conn_tls__start_client(w, c);
+    else
+        conn__arm(w, c);
     if (c->state == CONN_CLOSED) return -ECONNABORTED;
     *out = c;
     return 0;
@@ -402,5 +505,6 @@ int worker_conn_hold(struct worker *w, conn_ref ref, uint64_t until_ms)
 
     if (!c) return -ENOTCONN;
     c->hold_until_ms = until_ms;
+    if (c->state == CONN_OPEN) conn__arm(w, c); /* a shorter hold may end sooner */
     return 0;
 }

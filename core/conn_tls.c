@@ -18,7 +18,9 @@ int conn_tls__start_server(struct worker *w, struct conn *c)
         conn__close(w, c, "tls setup failed");
         return -1;
     }
-    worker_timer_arm(w, &c->timer, w->cfg->tls_handshake_timeout_ms);
+    /* Armed once, here: it bounds the whole handshake, whatever the
+     * client sends or withholds meanwhile. */
+    conn__arm_state(w, c, w->cfg->tls_handshake_timeout_ms);
     return 0;
 }
 
@@ -49,7 +51,9 @@ static void established(struct worker *w, struct conn *c)
     LOG_D("tls %s: %s established%s", ADDR_STR(&c->peer, a), tls_conn_version(c->tls),
           resumed ? " (resumed)" : "");
     /* An accepted connection must deliver its first message in time too. */
-    if (c->inbound) worker_timer_arm(w, &c->timer, MSG_TIMEOUT_MS);
+    if (c->inbound) c->msg_deadline = w->now_ms + w->cfg->message_timeout_ms;
+    conn__touch(w, c, (uint64_t)w->cfg->idle_timeout_s * 1000);
+    conn__arm(w, c);
     if (c->wq_len)
         stream__flush(w, c);
     else
@@ -93,7 +97,7 @@ void conn_tls__start_client(struct worker *w, struct conn *c)
         return;
     }
     c->state = CONN_HANDSHAKE;
-    worker_timer_arm(w, &c->timer, w->cfg->tls_handshake_timeout_ms);
+    conn__arm_state(w, c, w->cfg->tls_handshake_timeout_ms);
     conn_tls__step(w, c);
 }
 

@@ -214,7 +214,8 @@ static bool accept_error(struct worker *w, unsigned li, int err)
     return false;
 }
 
-/* Takes ownership of fd, accepted on listener li from peer. */
+/* Takes ownership of fd, accepted on listener li from peer. Over a limit
+ * it is closed at once: before any TLS byte, before any allocation. */
 static void accepted(struct worker *w, unsigned li, int fd, const struct netaddr *peer)
 {
     struct worker_rt *rt = w->rt;
@@ -223,28 +224,39 @@ static void accepted(struct worker *w, unsigned li, int fd, const struct netaddr
     char a[NETADDR_STRLEN];
     bool tls = l->proto == SIP_TRANSPORT_TLS;
     struct conn *c;
+    int32_t ip_slot;
 
-    if (atomic_fetch_add_explicit(&rt->run->nconns, 1, memory_order_relaxed) >=
-        cfg->max_connections) {
-        atomic_fetch_sub_explicit(&rt->run->nconns, 1, memory_order_relaxed);
+    if (!conn__reserve(w)) {
         close(fd);
         STAT_INC(w, conns_refused);
-        STAT_LIMIT(w, LIMIT_CONNECTIONS);
         LOG_RL(LOG_WARN, "refused %s connection from %s: --max-connections %u reached",
                sipuri_transport_name(l->proto), ADDR_STR(peer, a), cfg->max_connections);
         return;
     }
+    ip_slot = iplimit_acquire(rt->run->per_ip, peer, cfg->max_connections_per_ip);
+    if (ip_slot == IPLIMIT_FULL) {
+        conn__unreserve(w);
+        close(fd);
+        STAT_LIMIT(w, LIMIT_CONNECTIONS_PER_IP);
+        LOG_RL(LOG_WARN, "refused %s connection from %s: --max-connections-per-ip %u reached",
+               sipuri_transport_name(l->proto), ADDR_STR(peer, a), cfg->max_connections_per_ip);
+        return;
+    }
     c = conn__new(w, fd, l->proto, li, peer, true, tls ? CONN_HANDSHAKE : CONN_OPEN);
     if (!c) {
-        atomic_fetch_sub_explicit(&rt->run->nconns, 1, memory_order_relaxed);
+        iplimit_release(rt->run->per_ip, ip_slot);
+        conn__unreserve(w);
         STAT_INC(w, dropped);
         return;
     }
+    c->ip_slot = ip_slot;
     STAT_INC(w, conns_accepted);
-    if (tls)
+    if (tls) {
         conn_tls__start_server(w, c);
-    else /* An accepted connection must deliver its first message in time too. */
-        worker_timer_arm(w, &c->timer, MSG_TIMEOUT_MS);
+    } else { /* An accepted connection must deliver its first message in time too. */
+        c->msg_deadline = w->now_ms + cfg->message_timeout_ms;
+        conn__arm(w, c);
+    }
 }
 
 void listener__accept(struct worker *w, unsigned li)

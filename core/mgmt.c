@@ -77,6 +77,7 @@ static const struct counter counters[] = {
     C("keepalives", keepalives, "CRLF keep-alives received"),
     C("tls_handshakes", tls_handshakes, "TLS handshakes completed"),
     C("tls_resumed", tls_resumed, "TLS handshakes that resumed a session"),
+    G("queued_bytes", queued_bytes, "unsent bytes queued on TCP/TLS connections"),
 };
 #undef C
 #undef G

@@ -10,13 +10,69 @@
 #include "core/worker-int.h"
 
 #define READS_PER_EVT       1
-#define TLS_RECORDS_PER_EVT 4          /* BoringSSL reads one record at a time */
-#define CONN_WQ_MAX         (1u << 20) /* queued bytes per connection */
+#define TLS_RECORDS_PER_EVT 4 /* BoringSSL reads one record at a time */
+
+/* ---- the queued list ------------------------------------------------- */
+
+static void queue_link(struct worker_rt *rt, struct conn *c)
+{
+    c->qnext = rt->queued;
+    if (c->qnext) c->qnext->qpprev = &c->qnext;
+    rt->queued = c;
+    c->qpprev = &rt->queued;
+    rt->nqueued++;
+}
+
+static void queue_unlink(struct worker_rt *rt, struct conn *c)
+{
+    *c->qpprev = c->qnext;
+    if (c->qnext) c->qnext->qpprev = c->qpprev;
+    c->qnext = NULL;
+    c->qpprev = NULL;
+    rt->nqueued--;
+}
+
+void stream__unqueue(struct worker *w, struct conn *c)
+{
+    if (!c->wq_len) return;
+    w->rt->queued_bytes -= c->wq_len;
+    c->wq_len = 0;
+    queue_unlink(w->rt, c);
+    STAT_SET(w, queued_bytes, w->rt->queued_bytes);
+}
+
+/* Over --max-queued-total: closes the connections holding the most unsent
+ * bytes, the slowest readers, until the worker is 1/16 under the budget
+ * (so that the next write does not start over). Each round closes those
+ * holding at least half of the largest queue: slowest first within a
+ * factor of two, one walk of the queued list per round, and the largest
+ * queue halves from round to round. */
+static void queue_budget(struct worker *w)
+{
+    struct worker_rt *rt = w->rt;
+    uint64_t budget = (uint64_t)w->cfg->max_queued_total_mb << 20;
+    uint64_t target = budget - budget / 16;
+
+    if (rt->queued_bytes <= budget) return;
+    while (rt->queued_bytes > target && rt->queued) {
+        size_t most = 0, floor;
+        for (struct conn *c = rt->queued; c; c = c->qnext)
+            if (c->wq_len > most) most = c->wq_len;
+        floor = most / 2 ? most / 2 : 1;
+        for (struct conn *c = rt->queued, *next; c && rt->queued_bytes > target; c = next) {
+            next = c->qnext; /* closing c unlinks it, not its successor */
+            if (c->wq_len >= floor)
+                conn__close_limit(w, c, LIMIT_QUEUE_TOTAL,
+                                  "among the slowest readers over --max-queued-total");
+        }
+    }
+}
 
 /* ---- output ---------------------------------------------------------- */
 
 static int wq_append(struct worker *w, struct conn *c, const char *buf, size_t len)
 {
+    struct worker_rt *rt = w->rt;
     size_t need = c->wq_len + len;
 
     if (c->wq_off + need > c->wq_cap) {
@@ -27,7 +83,7 @@ static int wq_append(struct worker *w, struct conn *c, const char *buf, size_t l
             char *grown;
             while (cap < need)
                 cap *= 2;
-            if (cap > CONN_WQ_MAX) cap = CONN_WQ_MAX;
+            if (cap > w->cfg->max_queued_bytes) cap = w->cfg->max_queued_bytes;
             grown = realloc(c->wq, cap);
             if (!grown) return -ENOMEM;
             c->wq = grown;
@@ -35,8 +91,10 @@ static int wq_append(struct worker *w, struct conn *c, const char *buf, size_t l
         }
     }
     memcpy(c->wq + c->wq_off + c->wq_len, buf, len);
-    if (c->wq_len == 0) w->rt->nqueued++;
+    if (c->wq_len == 0) queue_link(rt, c);
     c->wq_len += len;
+    rt->queued_bytes += len;
+    STAT_SET(w, queued_bytes, rt->queued_bytes);
     return 0;
 }
 
@@ -95,8 +153,10 @@ int stream__flush(struct worker *w, struct conn *c)
         STAT_ADD(w, tx_bytes, (uint64_t)n);
         c->wq_off += (size_t)n;
         c->wq_len -= (size_t)n;
-        if (c->wq_len == 0) w->rt->nqueued--;
+        w->rt->queued_bytes -= (size_t)n;
+        if (c->wq_len == 0) queue_unlink(w->rt, c);
     }
+    STAT_SET(w, queued_bytes, w->rt->queued_bytes);
     if (c->wq_len == 0 && c->wq) {
         free(c->wq);
         c->wq = NULL;
@@ -106,10 +166,9 @@ int stream__flush(struct worker *w, struct conn *c)
     return 0;
 }
 
-int stream__write(struct worker *w, struct conn *c, const char *buf, size_t len)
+/* stream__write() without counting as traffic (a keep-alive answer). */
+static int write_bytes(struct worker *w, struct conn *c, const char *buf, size_t len)
 {
-    char a[NETADDR_STRLEN];
-
     if (c->state == CONN_CLOSED) return -ENOTCONN;
     if (c->state == CONN_OPEN && c->wq_len == 0) {
         while (len) {
@@ -125,21 +184,36 @@ int stream__write(struct worker *w, struct conn *c, const char *buf, size_t len)
         }
         if (len == 0) return 0;
     }
-    if (len > CONN_WQ_MAX - c->wq_len) {
-        LOG_RL(LOG_WARN, "%s %s: peer not reading, %zu bytes queued: closing",
-               sipuri_transport_name(c->proto), ADDR_STR(&c->peer, a), c->wq_len);
-        conn__close(w, c, "send queue full");
+    if (len > w->cfg->max_queued_bytes - c->wq_len) {
+        conn__close_limit(w, c, LIMIT_QUEUE_CONNECTION,
+                          "peer not reading, --max-queued-bytes reached");
         return -ENOBUFS;
     }
     if (wq_append(w, c, buf, len) < 0) {
         conn__close(w, c, "out of memory");
         return -ENOMEM;
     }
+    queue_budget(w);
+    if (c->state == CONN_CLOSED) return -ENOBUFS; /* it was among the slowest */
     if (c->state == CONN_OPEN) stream__update_want_out(w, c);
     return 0;
 }
 
+int stream__write(struct worker *w, struct conn *c, const char *buf, size_t len)
+{
+    if (c->state != CONN_CLOSED) conn__touch(w, c, conn__window(w, buf, len));
+    return write_bytes(w, c, buf, len);
+}
+
 /* ---- input ----------------------------------------------------------- */
+
+/* A keep-alive (ping or pong) is traffic only on a held connection: a
+ * registered phone's keeps it alive past its hold for --idle-timeout,
+ * while an unregistered connection cannot live on pings alone. */
+static void keepalive_seen(struct worker *w, struct conn *c)
+{
+    if (c->hold_until_ms > w->now_ms) conn__touch(w, c, (uint64_t)w->cfg->idle_timeout_s * 1000);
+}
 
 /* Frames and delivers the messages in buf[0..len). Returns the bytes used,
  * or -1 when the connection closed meanwhile. *delivered counts results. */
@@ -160,14 +234,17 @@ static ssize_t frame(struct worker *w, struct conn *c, char *buf, size_t len, un
             struct rx_info rx = {
                 .proto = c->proto, .listener = c->listener, .conn = c->ref, .src = c->peer};
             STAT_INC(w, rx_msgs);
+            conn__touch(w, c, conn__window(w, buf + off, mlen));
             w->rt->h->on_message(w, &rx, buf + off, mlen);
             break;
         }
         case FRAMER_KEEPALIVE:
             STAT_INC(w, keepalives);
-            stream__write(w, c, "\r\n", 2);
+            keepalive_seen(w, c);
+            write_bytes(w, c, "\r\n", 2);
             break;
         case FRAMER_PONG:
+            keepalive_seen(w, c);
             break;
         default:
             STAT_INC(w, bad_msgs);
@@ -313,11 +390,14 @@ void stream__read(struct worker *w, struct conn *c)
             }
         }
 
-        /* The timer runs from the first byte of the message now pending. */
-        if (c->rlen == 0 && delivered)
-            timer_cancel(&c->timer);
-        else if (c->rlen > 0 && (delivered || !timer_armed(&c->timer)))
-            worker_timer_arm(w, &c->timer, MSG_TIMEOUT_MS);
+        /* The message deadline runs from the first byte of the message now
+         * pending (an accepted connection's first one: from the accept). */
+        if (c->rlen == 0 && delivered) {
+            c->msg_deadline = 0;
+        } else if (c->rlen > 0 && (delivered || !c->msg_deadline)) {
+            c->msg_deadline = w->now_ms + w->cfg->message_timeout_ms;
+            conn__arm(w, c);
+        }
         if (c->tls) {
             /* Decrypted bytes BoringSSL still holds are not signalled by
              * the socket: take them now (at most one record, no read). */

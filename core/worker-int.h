@@ -12,12 +12,12 @@
 #include <sys/uio.h>
 
 #include "core/framer.h"
+#include "core/iplimit.h"
 #include "core/ring.h"
 #include "core/worker.h"
 #include "tls/tls.h"
 
-#define UDP_BATCH      32    /* datagrams per recvmmsg */
-#define MSG_TIMEOUT_MS 30000 /* a stream message must complete within this */
+#define UDP_BATCH 32 /* datagrams per recvmmsg */
 
 /* epoll data: the top two bits say what the rest is. A conn_ref never has
  * them set (worker index < 64). */
@@ -54,7 +54,7 @@ struct conn {
     int fd;
     uint8_t proto; /* SIP_TRANSPORT_TCP or _TLS */
     uint8_t state; /* enum conn_state */
-    bool inbound;  /* accepted: counts against --max-connections */
+    bool inbound;  /* accepted (outbound ones count against --max-connections too) */
     bool want_out; /* EPOLLOUT registered */
     /* TLS: SSL_read needs the socket writable (a post-handshake reply), or
      * SSL_write needs it readable; retried on that event */
@@ -66,12 +66,26 @@ struct conn {
     struct framer framer;
     char *rbuf;
     size_t rlen, rcap;
-    /* send side: bytes the socket did not take yet */
+    /* send side: bytes the socket did not take yet; while there are some,
+     * c is on the worker's queued list (its total has a budget) */
     char *wq;
     size_t wq_off, wq_len, wq_cap;
-    /* connect timeout while connecting, the handshake timeout while
-     * handshaking, then the message timeout */
+    struct conn *qnext, **qpprev;
+    /* One timer for every deadline: --connect-timeout while connecting,
+     * --tls-handshake-timeout for the whole handshake, then (open) the
+     * earlier of the message deadline and the idle deadline. It fires at
+     * timer_at; an idle deadline that moved later meanwhile re-arms it
+     * there (conn__arm), so traffic never touches the wheel. */
     struct timer timer;
+    uint64_t timer_at;
+    /* open: the message in progress, or the first one of an accepted
+     * connection, must complete by then (0: none pending) */
+    uint64_t msg_deadline;
+    /* open: idle from then on unless more traffic or a hold comes:
+     * advanced by each SIP message in or out (conn__touch) */
+    uint64_t active_until;
+    /* accepted: its entry in the per-IP count (iplimit), < 0 none */
+    int32_t ip_slot;
     /* TLS: the connection's SSL (holds its own SSL_CTX reference, so a
      * reload never touches it); NULL for TCP, freed with the conn */
     SSL *tls;
@@ -145,7 +159,9 @@ struct worker_rt {
     struct conn **buckets;
     uint64_t bucket_bits;
     struct conn *zombies;
-    unsigned nqueued; /* connections with bytes waiting to be written */
+    unsigned nqueued;      /* connections with bytes waiting to be written */
+    struct conn *queued;   /* those connections (their qnext list) */
+    uint64_t queued_bytes; /* their bytes, against --max-queued-total */
 
     /* receive buffers */
     struct sipmsg_limits lim;
@@ -179,7 +195,8 @@ struct runtime {
     unsigned ready;
     bool go;
     _Atomic bool stop, drain;
-    _Atomic unsigned nconns; /* accepted connections open, all workers */
+    _Atomic unsigned nconns; /* stream connections open (both ways), all workers */
+    struct iplimit *per_ip;  /* accepted connections per source address */
 };
 
 /* Every function below runs on the owning worker's thread unless it says
@@ -205,8 +222,34 @@ struct conn *conn__find(struct worker *w, uint8_t proto, const struct netaddr *d
 struct conn *conn__new(struct worker *w, int fd, uint8_t proto, unsigned listener,
                        const struct netaddr *peer, bool inbound, enum conn_state state);
 /* Closes the socket and makes every ref to c stale now; c itself lives on
- * the zombie list until conn__reap(). No-op when already closed. */
+ * the zombie list until conn__reap(). No-op when already closed. Bytes
+ * still queued count as a drop. */
 void conn__close(struct worker *w, struct conn *c, const char *why);
+/* conn__close() because limit `which` bit: counted as that limit (not as
+ * a drop) and logged (rate-limited) with why. */
+void conn__close_limit(struct worker *w, struct conn *c, enum stat_limit which, const char *why);
+/* Open connection: SIP traffic (in or out) keeps it from idling out for
+ * window_ms from now. Never moves the deadline earlier; touches no timer. */
+static inline void conn__touch(struct worker *w, struct conn *c, uint64_t window_ms)
+{
+    if (w->now_ms + window_ms > c->active_until) c->active_until = w->now_ms + window_ms;
+}
+/* How long the message buf[0..len) keeps its connection from idling:
+ * --idle-timeout, or while a call may be ringing (an INVITE or a
+ * provisional response) at least Timer C and its CANCEL's round. */
+uint64_t conn__window(const struct worker *w, const char *buf, size_t len);
+/* Open connection: arms its timer for the earlier of its message and idle
+ * deadlines, unless it is armed earlier already. */
+void conn__arm(struct worker *w, struct conn *c);
+/* Arms c's timer ms from now for the deadline of its state (connecting,
+ * handshaking). */
+void conn__arm_state(struct worker *w, struct conn *c, unsigned ms);
+/* Takes one of the --max-connections slots shared by all workers (for an
+ * accept or a connect): false, counted as LIMIT_CONNECTIONS, when none is
+ * left. conn__close() gives it back; conn__unreserve() when no connection
+ * came of it. */
+bool conn__reserve(struct worker *w);
+void conn__unreserve(struct worker *w);
 /* Runs on_conn_closed for the closed connections and frees them. From the
  * loop only, never inside a handler, so the handler is not re-entered. */
 void conn__reap(struct worker *w);
@@ -232,6 +275,9 @@ int stream__flush(struct worker *w, struct conn *c);
 void stream__read(struct worker *w, struct conn *c);
 /* Sets EPOLLOUT from what c waits for (queued bytes, connect, TLS). */
 void stream__update_want_out(struct worker *w, struct conn *c);
+/* Forgets c's queued bytes (c is closing): off the queued list and out of
+ * the worker's total. */
+void stream__unqueue(struct worker *w, struct conn *c);
 
 /* core/conn_tls.c: BoringSSL handshakes on connections */
 /* Accepted TLS connection: creates its server session from the worker's

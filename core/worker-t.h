@@ -106,6 +106,7 @@ struct worker_stats {
     _Atomic uint64_t upstream_down;   /* gauge: bit i set = upstream i not answering */
     _Atomic uint64_t refused[REFUSE__COUNT];   /* by enum stat_refusal */
     _Atomic uint64_t limit_hits[LIMIT__COUNT]; /* by enum stat_limit */
+    _Atomic uint64_t queued_bytes;             /* gauge: unsent bytes of the worker's connections */
 };
 
 /* Counters have one writer (the owner), so a plain load and store will do. */

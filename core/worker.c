@@ -419,6 +419,7 @@ static void runtime_free(struct runtime *run)
     wmsg__rings_free(run);
     for (unsigned i = 0; i < run->n; i++)
         worker_destroy(run->w[i]);
+    iplimit_free(run->per_ip);
     pthread_mutex_destroy(&run->lock);
     pthread_cond_destroy(&run->cond);
     free(run);
@@ -458,7 +459,9 @@ static int runtime_new(const struct config *cfg, struct tls_ctx **tls,
     pthread_mutex_init(&run->lock, NULL);
     pthread_cond_init(&run->cond, NULL);
     ncpu = allowed_cpus(cpus, CPU_SETSIZE);
-    err = wmsg__rings_new(run);
+    /* at most one source per connection the limit lets in */
+    run->per_ip = iplimit_new(cfg->max_connections);
+    err = run->per_ip ? wmsg__rings_new(run) : -ENOMEM;
     for (unsigned i = 0; i < run->n && err == 0; i++) {
         err = worker_create(run, i, ncpu ? cpus[i % ncpu] : -1, &run->w[i]);
         if (err == -ENOMEM) LOG_E("worker %u: out of memory", i);

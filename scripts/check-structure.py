@@ -65,7 +65,7 @@ def module_of(path):
 LAYERS = [
     ("leaf", {"core/slice", "core/sipmsg", "core/sipmsg_validate", "core/sipuri", "core/framer",
               "core/rewrite", "core/netaddr", "core/ring", "core/timer", "core/log", "core/hash",
-              "core/buf", "core/clock", "core/config", "core/auth"}),
+              "core/buf", "core/clock", "core/config", "core/auth", "core/iplimit"}),
     ("runtime", {"core/worker", "core/worker-int", "core/conn", "core/conn_tls", "core/stream",
                  "core/listener", "core/udp", "core/wmsg", "tls/tls", "dns/dns", "dns/dns-int",
                  "dns/dns_cache", "dns/dns_rfc3263", "registry/flowmap", "registry/flowtoken",
