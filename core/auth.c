@@ -69,6 +69,28 @@ static bool append_user(struct auth_users *u, size_t *cap, const struct auth_use
     return true;
 }
 
+/* memcmp order of two byte strings, the shorter first on a tie. */
+static int bytes_cmp(const char *a, size_t alen, const char *b, size_t blen)
+{
+    size_t n = alen < blen ? alen : blen;
+    int c = n ? memcmp(a, b, n) : 0;
+    if (c == 0 && alen != blen) c = alen < blen ? -1 : 1;
+    return c;
+}
+
+/* The table's order: by realm, then user, for a binary search. */
+static int key_cmp(struct slice user, struct slice realm, const struct auth_user *e)
+{
+    int c = bytes_cmp(realm.ptr, realm.len, e->realm, strlen(e->realm));
+    return c ? c : bytes_cmp(user.ptr, user.len, e->user, strlen(e->user));
+}
+
+static int user_cmp(const void *a, const void *b)
+{
+    const struct auth_user *x = a;
+    return key_cmp(slice_make(x->user, strlen(x->user)), slice_make(x->realm, strlen(x->realm)), b);
+}
+
 struct auth_users *auth_users_load(const char *path, char *err, size_t errlen)
 {
     struct auth_users *u = calloc(1, sizeof(*u));
@@ -106,6 +128,14 @@ struct auth_users *auth_users_load(const char *path, char *err, size_t errlen)
         }
     }
     fclose(f);
+    qsort(u->v, u->n, sizeof(u->v[0]), user_cmp);
+    for (size_t i = 1; i < u->n; i++) {
+        if (user_cmp(&u->v[i - 1], &u->v[i]) == 0) {
+            snprintf(err, errlen, "user %s appears twice in realm %s", u->v[i].user, u->v[i].realm);
+            auth_users_free(u);
+            return NULL;
+        }
+    }
     return u;
 }
 
@@ -119,14 +149,24 @@ void auth_users_free(struct auth_users *u)
 const struct auth_user *auth_users_find(const struct auth_users *u, struct slice user,
                                         struct slice realm)
 {
-    if (!u) return NULL;
-    for (size_t i = 0; i < u->n; i++) {
-        const struct auth_user *e = &u->v[i];
-        if (slice_eq(user, slice_make(e->user, strlen(e->user))) &&
-            slice_eq(realm, slice_make(e->realm, strlen(e->realm))))
-            return e;
+    size_t lo = 0, hi = u ? u->n : 0;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = key_cmp(user, realm, &u->v[mid]);
+        if (c == 0) return &u->v[mid];
+        if (c < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
     }
     return NULL;
+}
+
+void auth_key_from_secret(struct auth_key *key, const uint8_t *secret, size_t len)
+{
+    static const char label[] = "sipedge registrar nonce key";
+    unsigned n = 0;
+    HMAC(EVP_sha256(), secret, len, (const uint8_t *)label, sizeof label - 1, key->k, &n);
 }
 
 /* ---- Authorization header (network bytes: slices only) --------------- */

@@ -38,7 +38,9 @@ struct auth_users {
 struct auth_users *auth_users_load(const char *path, char *err, size_t errlen);
 void auth_users_free(struct auth_users *u); /* NULL-safe */
 
-/* The entry for user in realm, or NULL. Pure; any thread. */
+/* The entry for user in realm (both compared bytewise), or NULL. A binary
+ * search: the loader sorts the table and refuses a user given twice in one
+ * realm. Pure; any thread. */
 const struct auth_user *auth_users_find(const struct auth_users *u, struct slice user,
                                         struct slice realm);
 
@@ -59,6 +61,11 @@ bool auth_parse_creds(struct slice value, struct auth_creds *out);
 struct auth_key {
     uint8_t k[32];
 };
+
+/* The nonce key derived from secret (HMAC-SHA-256 under a fixed label), so
+ * one secret can key several things: the registrar derives it from the
+ * flow-token key. Pure. */
+void auth_key_from_secret(struct auth_key *key, const uint8_t *secret, size_t len);
 
 #define AUTH_NONCE_LEN 40 /* 16 hex digits of time + 24 of MAC */
 

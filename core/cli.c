@@ -385,6 +385,37 @@ static void add_default_listener(struct config *cfg, uint8_t proto, int port)
     snprintf(l->host, sizeof(l->host), "127.0.0.1");
 }
 
+/* True for a loopback address (127/8, ::1, IPv4-mapped 127/8). */
+static bool is_loopback(const struct netaddr *a)
+{
+    struct netaddr_cidr c4, c6;
+    netaddr_cidr_parse(&c4, SLICE_LIT("127.0.0.0/8"));
+    netaddr_cidr_parse(&c6, SLICE_LIT("::1/128"));
+    return netaddr_cidr_match(&c4, a) || netaddr_cidr_match(&c6, a);
+}
+
+/* ARCHITECTURE §2: a built-in registrar reachable from beyond this host
+ * authenticates, unless --registrar-open says to run it open. */
+static int check_open_registrar(const struct config *cfg)
+{
+    if (!cfg->registrar || cfg->auth_users_file[0] || cfg->auth_by_certificate ||
+        cfg->registrar_open)
+        return 0;
+    for (unsigned i = 0; i < cfg->nlisten; i++) {
+        const struct listen_cfg *l = &cfg->listen[i];
+        char msg[320], a[NETADDR_STRLEN];
+        if (is_loopback(&l->addr)) continue;
+        netaddr_str(&l->addr, a, sizeof a);
+        snprintf(msg, sizeof msg,
+                 "the built-in registrar would let anyone register any AOR on %s:%s (not "
+                 "loopback): give --auth-users or --auth-by-certificate, or --registrar-open to "
+                 "run it so",
+                 sipuri_transport_name(l->proto), a);
+        return bad(OPT_REGISTRAR_OPEN, msg);
+    }
+    return 0;
+}
+
 /* Checks that need every flag seen, then fills in what depends on others. */
 static int finish(struct config *cfg)
 {
@@ -409,6 +440,7 @@ static int finish(struct config *cfg)
         if (cfg->tls_cert[0]) add_default_listener(cfg, SIP_TRANSPORT_TLS, 5061);
     }
     if (cfg->nupstream == 0) cfg->registrar = true;
+    if (check_open_registrar(cfg)) return 2;
     if (cfg->worker_ports > 0) {
         unsigned nudp = 0;
         for (unsigned i = 0; i < cfg->nlisten; i++)

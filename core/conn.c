@@ -508,3 +508,13 @@ int worker_conn_hold(struct worker *w, conn_ref ref, uint64_t until_ms)
     if (c->state == CONN_OPEN) conn__arm(w, c); /* a shorter hold may end sooner */
     return 0;
 }
+
+int worker_conn_peer_ids(struct worker *w, conn_ref ref, struct tls_peer_ids *ids)
+{
+    struct conn *c = CONN_REF_WORKER(ref) == w->id ? conn__get(w, ref) : NULL;
+
+    ids->n = 0;
+    if (!c) return -ENOTCONN;
+    if (!c->tls || c->state != CONN_OPEN) return 0;
+    return (int)tls_conn_peer_ids(c->tls, ids);
+}

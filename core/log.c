@@ -84,6 +84,9 @@ void log_msg(enum log_level level, const char *fmt, ...)
         memcpy(line + n, "\"}\n", 3);
         n += 3;
     } else {
+        /* one event, one line: a peer's bytes in msg cannot forge another */
+        for (char *p = msg; *p; p++)
+            if ((unsigned char)*p < 0x20 || *p == 0x7f) *p = '?';
         r = snprintf(line, sizeof(line), "%s %s %s %s\n", ts, who, level_names[level], msg);
         n = (size_t)r < sizeof(line) ? (size_t)r : sizeof(line) - 1;
         line[n - 1] = '\n';

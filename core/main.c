@@ -11,6 +11,7 @@
 #include "core/log.h"
 #include "core/mgmt.h"
 #include "core/proxy.h"
+#include "core/registrar.h"
 #include "core/sipuri.h"
 #include "core/worker.h"
 #include "tls/tls.h"
@@ -189,10 +190,19 @@ int main(int argc, char **argv)
         }
     }
 
+    /* this thread waits for signals and, with the built-in registrar,
+     * sweeps its expired bindings every REGISTRAR_SWEEP_MS meanwhile */
+    uint64_t next_sweep = clock_mono_ms() + REGISTRAR_SWEEP_MS;
     for (;;) {
-        sig = wait_signal(&set, -1);
+        uint64_t now = clock_mono_ms();
+        if (cfg.registrar && now >= next_sweep) {
+            registrar_sweep(now);
+            next_sweep = now + REGISTRAR_SWEEP_MS;
+        }
+        sig = wait_signal(&set, cfg.registrar ? (long)(next_sweep - now) : -1);
         if (sig == SIGHUP) {
             tls_reload(&cfg, &tls_generation);
+            registrar_reload_users(&cfg);
             continue;
         }
         if (sig == SIGTERM || sig == SIGINT) break;

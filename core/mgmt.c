@@ -18,8 +18,10 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/netaddr.h"
+#include "core/proxy.h"
 #include "core/slice.h"
 #include "core/worker.h"
+#include "registry/locmap.h"
 
 #define MGMT_IO_TIMEOUT_S 2 /* per read or write */
 #define MGMT_CONN_LIMIT_S 5 /* a whole request, however it trickles in */
@@ -243,6 +245,16 @@ static void metrics_text(struct buf *o)
         for (unsigned u = 0; u < cfg->nupstream; u++)
             buf_printf(o, "sipedge_upstream_active{role=\"%s\"} %d\n", upstream_role(u),
                        load(&w0->stats.upstream_active) == u);
+    }
+    if (cfg->registrar && proxy_locmap()) {
+        unsigned long aors, bindings;
+        locmap_counts(proxy_locmap(), &aors, &bindings);
+        buf_printf(o,
+                   "# HELP sipedge_registrar_aors AORs in the built-in registrar\n"
+                   "# TYPE sipedge_registrar_aors gauge\nsipedge_registrar_aors %lu\n"
+                   "# HELP sipedge_registrar_bindings contact bindings in the built-in registrar\n"
+                   "# TYPE sipedge_registrar_bindings gauge\nsipedge_registrar_bindings %lu\n",
+                   aors, bindings);
     }
     buf_printf(o,
                "# HELP sipedge_uptime_seconds seconds since start\n"

@@ -9,6 +9,7 @@
 #include "core/buf.h"
 #include "core/log.h"
 #include "core/proxy-int.h"
+#include "core/registrar.h"
 #include "dns/dns.h"
 #include "registry/flowmap.h"
 #include "registry/flowtoken.h"
@@ -31,12 +32,16 @@ static struct proxy_global {
 
 static int global_create(const struct config *cfg)
 {
-    global.loc = locmap_new();
+    global.loc = locmap_new(cfg->max_aors, cfg->max_bindings);
     global.flows = flowmap_new();
     if (!global.loc || !global.flows) return -ENOMEM;
     int rc = flowtoken_key_init(&global.key, cfg->flow_secret_file);
-    if (rc < 0) LOG_E("--flow-secret %s: %s", cfg->flow_secret_file, strerror(-rc));
-    return rc;
+    if (rc < 0) {
+        LOG_E("--flow-secret %s: %s", cfg->flow_secret_file, strerror(-rc));
+        return rc;
+    }
+    /* the registrar's digest nonces are keyed from the flow-token key */
+    return registrar_global_init(cfg, global.key.k, sizeof global.key.k);
 }
 
 int proxy_global_init(const struct config *cfg)
@@ -56,6 +61,7 @@ void proxy_global_cleanup(void)
         flowmap_free(global.flows);
         locmap_thread_unregister();
     }
+    registrar_global_cleanup();
     global.loc = NULL;
     global.flows = NULL;
     memset(&global.key, 0, sizeof global.key);
@@ -413,10 +419,7 @@ void proxy_on_worker_msg(struct worker *w, struct worker_msg *m)
 void proxy_on_conn_closed(struct worker *w, conn_ref c, const struct netaddr *peer, uint8_t proto)
 {
     if (!w->layer) return;
-    struct flow_entry fe;
-    bool registered = flowmap_lookup(proxy__of(w)->flows, proto, peer, &fe) && fe.conn == c &&
-                      fe.register_ms != 0;
     flowmap_remove(proxy__of(w)->flows, proto, peer, c);
-    /* only a connection that REGISTERed can hold bindings: spare the scan */
-    if (proxy__of(w)->registrar && registered) locmap_drop_conn(proxy__of(w)->loc, c);
+    /* its bindings, found through the location map's connection index */
+    if (proxy__of(w)->registrar) locmap_drop_conn(proxy__of(w)->loc, c);
 }

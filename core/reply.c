@@ -33,6 +33,8 @@ const char *reply_reason(int code)
         return "OK";
     case 400:
         return "Bad Request";
+    case 401:
+        return "Unauthorized";
     case 403:
         return "Forbidden";
     case 404:
@@ -43,6 +45,8 @@ const char *reply_reason(int code)
         return "Unsupported URI Scheme";
     case 420:
         return "Bad Extension";
+    case 423:
+        return "Interval Too Brief";
     case 430:
         return "Flow Failed";
     case 480:

@@ -68,7 +68,7 @@ enum stat_limit {
     LIMIT_QUEUE_TOTAL,        /* --max-queued-total: slowest connection closed */
     LIMIT_MIN_EXPIRES,        /* --min-expires: 423 */
     LIMIT_MAX_EXPIRES,        /* --max-expires: Expires lowered */
-    LIMIT_BINDINGS,           /* --max-bindings: 403 */
+    LIMIT_BINDINGS,           /* --max-bindings: 503 */
     LIMIT_AORS,               /* --max-aors: 503 */
     LIMIT_DNS_CACHE,          /* --dns-cache-size: an answer evicted early */
     LIMIT_DNS_PENDING,        /* --dns-max-pending: lookup refused, 503 */

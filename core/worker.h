@@ -85,6 +85,12 @@ int worker_send(struct worker *w, uint8_t proto, int listener, const struct neta
  * only; a stale ref or one of another worker is ignored (-ENOTCONN). */
 int worker_conn_hold(struct worker *w, conn_ref c, uint64_t until_ms);
 
+/* The identities of the verified certificate the peer of TLS connection c
+ * presented (tls_conn_peer_ids): their number, 0 when c is not an
+ * established TLS connection or its peer showed no verified certificate,
+ * -ENOTCONN for a stale ref or one of another worker. Owner of c only. */
+int worker_conn_peer_ids(struct worker *w, conn_ref c, struct tls_peer_ids *ids);
+
 /* Allocates a zeroed message for worker_post(); data has room for len
  * bytes. NULL when out of memory or len is above UINT32_MAX. Any thread. */
 struct worker_msg *worker_msg_new(size_t len);

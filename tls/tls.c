@@ -454,3 +454,49 @@ void tls_conn_shutdown(SSL *s)
     SSL_shutdown(s);
     ERR_clear_error();
 }
+
+/* Appends one identity (skipped when empty, too long or holding a NUL). */
+static void put_id(struct tls_peer_ids *ids, const ASN1_STRING *s)
+{
+    const unsigned char *p = ASN1_STRING_get0_data(s);
+    int len = ASN1_STRING_length(s);
+    if (ids->n == TLS_PEER_IDS_MAX || len <= 0 || len > TLS_PEER_ID_LEN ||
+        memchr(p, '\0', (size_t)len))
+        return;
+    memcpy(ids->v[ids->n], p, (size_t)len);
+    ids->len[ids->n++] = (uint16_t)len;
+}
+
+/* The sip:/sips: subjectAltName URIs of leaf. */
+static void san_sip_uris(X509 *leaf, struct tls_peer_ids *ids)
+{
+    GENERAL_NAMES *gens = X509_get_ext_d2i(leaf, NID_subject_alt_name, NULL, NULL);
+    for (size_t i = 0; gens && i < sk_GENERAL_NAME_num(gens); i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
+        if (g->type != GEN_URI) continue;
+        const ASN1_STRING *u = g->d.uniformResourceIdentifier;
+        const char *p = (const char *)ASN1_STRING_get0_data(u);
+        size_t len = (size_t)ASN1_STRING_length(u);
+        if ((len > 4 && strncasecmp(p, "sip:", 4) == 0) ||
+            (len > 5 && strncasecmp(p, "sips:", 5) == 0))
+            put_id(ids, u);
+    }
+    GENERAL_NAMES_free(gens);
+}
+
+unsigned tls_conn_peer_ids(const SSL *s, struct tls_peer_ids *ids)
+{
+    ids->n = 0;
+    if (SSL_get_verify_result(s) != X509_V_OK) return 0;
+    X509 *leaf = SSL_get_peer_certificate(s);
+    if (!leaf) return 0;
+    san_sip_uris(leaf, ids);
+    if (ids->n == 0) {
+        const X509_NAME *subj = X509_get_subject_name(leaf);
+        int i = subj ? X509_NAME_get_index_by_NID(subj, NID_commonName, -1) : -1;
+        if (i >= 0) put_id(ids, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subj, i)));
+    }
+    X509_free(leaf);
+    ERR_clear_error();
+    return ids->n;
+}

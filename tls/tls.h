@@ -89,4 +89,24 @@ const char *tls_conn_version(const SSL *s);
 /* Sends close_notify, best effort, never blocks. */
 void tls_conn_shutdown(SSL *s);
 
+#define TLS_PEER_IDS_MAX 8   /* identities kept from one certificate */
+#define TLS_PEER_ID_LEN  256 /* longer ones are skipped */
+
+/* The identities a peer's certificate names, as written in it (NUL-free,
+ * not NUL-terminated): its subjectAltName URIs of scheme sip or sips
+ * ("sip:alice@cc.example.com"), or, when it has none (RFC 5922 §7.1), its
+ * subject CN ("alice@cc.example.com"). */
+struct tls_peer_ids {
+    unsigned n;
+    uint16_t len[TLS_PEER_IDS_MAX];
+    char v[TLS_PEER_IDS_MAX][TLS_PEER_ID_LEN];
+};
+
+/* Fills ids from the certificate the peer of the established connection s
+ * presented, only when its chain was verified (X509_V_OK: under
+ * --tls-mutual every accepted client's is). Returns how many (0: no
+ * verified certificate, or none of the identities above). The owner thread
+ * only. */
+unsigned tls_conn_peer_ids(const SSL *s, struct tls_peer_ids *ids);
+
 #endif

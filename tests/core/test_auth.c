@@ -166,3 +166,58 @@ Test(auth, challenge_text)
     cr_assert(strstr(mem, "WWW-Authenticate: Digest realm=\"r\", nonce=\"") == mem);
     cr_assert(strstr(mem, "algorithm=SHA-256, qop=\"auth\", stale=true\r\n") != NULL);
 }
+
+Test(auth, users_table_is_searched_by_realm_and_user_and_refuses_duplicates)
+{
+    char path[] = "/tmp/sipedge-auth-XXXXXX", err[128];
+    int fd = mkstemp(path);
+    FILE *f = fdopen(fd, "w");
+    const char *h = "939e7578ed9e3c518a452acee763bce9";
+    /* out of order on purpose, and one name in two realms */
+    fprintf(f,
+            "zed:b.example:%s\nbob:b.example:%s\nbob:a.example:%s\namy:b.example:%s\n"
+            "b:a.example:%s\nbo:a.example:%s\n",
+            h, h, h, h, h, h);
+    fclose(f);
+    struct auth_users *u = auth_users_load(path, err, sizeof err);
+    cr_assert_not_null(u, "%s", err);
+    cr_assert_eq(u->n, 6);
+    static const char *const present[][2] = {{"zed", "b.example"}, {"bob", "b.example"},
+                                             {"bob", "a.example"}, {"amy", "b.example"},
+                                             {"b", "a.example"},   {"bo", "a.example"}};
+    for (size_t i = 0; i < 6; i++) {
+        const struct auth_user *e =
+            auth_users_find(u, slice_make(present[i][0], strlen(present[i][0])),
+                            slice_make(present[i][1], strlen(present[i][1])));
+        cr_assert_not_null(e, "%s@%s", present[i][0], present[i][1]);
+        cr_assert_str_eq(e->user, present[i][0]);
+        cr_assert_str_eq(e->realm, present[i][1]);
+    }
+    cr_assert_null(auth_users_find(u, S("amy"), S("a.example")));
+    cr_assert_null(auth_users_find(u, S("bobby"), S("b.example")));
+    cr_assert_null(auth_users_find(u, S(""), S("")));
+    cr_assert_null(auth_users_find(NULL, S("bob"), S("b.example")));
+    auth_users_free(u);
+
+    f = fopen(path, "w");
+    fprintf(f, "bob:a.example:%s\namy:a.example:%s\nbob:a.example:%s\n", h, h, h);
+    fclose(f);
+    cr_assert_null(auth_users_load(path, err, sizeof err));
+    cr_assert(strstr(err, "bob") && strstr(err, "twice"), "%s", err);
+    unlink(path);
+}
+
+Test(auth, key_from_secret_is_deterministic_and_keyed)
+{
+    struct auth_key a, b, c;
+    char n1[AUTH_NONCE_LEN];
+    auth_key_from_secret(&a, (const uint8_t *)"pool secret", 11);
+    auth_key_from_secret(&b, (const uint8_t *)"pool secret", 11);
+    auth_key_from_secret(&c, (const uint8_t *)"pool secreT", 11);
+    cr_assert(memcmp(a.k, b.k, sizeof a.k) == 0, "two members of a pool derive one key");
+    cr_assert(memcmp(a.k, c.k, sizeof a.k) != 0);
+    auth_nonce_make(&a, S("r"), 100, n1);
+    cr_assert_eq(auth_nonce_check(&b, S("r"), slice_make(n1, sizeof n1), 100, 300), AUTH_NONCE_OK);
+    cr_assert_eq(auth_nonce_check(&c, S("r"), slice_make(n1, sizeof n1), 100, 300),
+                 AUTH_NONCE_FORGED);
+}

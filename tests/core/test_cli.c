@@ -118,6 +118,7 @@ Test(cli_files, every_documented_flag_is_accepted)
                           "--worker-ports",
                           "15060",
                           "--registrar",
+                          "--registrar-open",
                           "--flow-secret",
                           cert_path,
                           "--tls-cert",
@@ -272,6 +273,13 @@ Test(cli_files, bad_flags_exit_2_with_one_line_naming_the_flag)
         {{"--stats-tls"}, "--stats-tls", "needs --tls-cert"},
         {{"--log-level", "verbose"}, "--log-level", "must be error, warn, info or debug"},
         {{"--log-format", "xml"}, "--log-format", "must be text or json"},
+        {{"-l", "udp:0.0.0.0:5060"}, "--registrar-open", "on udp:0.0.0.0:5060 (not loopback)"},
+        {{"-l", "udp:127.0.0.1:5060", "-l", "tcp:[::]:5060"},
+         "--registrar-open",
+         "give --auth-users or --auth-by-certificate, or --registrar-open"},
+        {{"-l", "udp:192.0.2.1:5060", "-u", "sip:10.0.0.1", "--registrar"},
+         "--registrar-open",
+         "not loopback"},
         {{"--no-such-flag"}, "--no-such-flag", "unknown or ambiguous option"},
         {{"-x"}, "-x", "unknown option"},
         {{"stray"}, "stray", "unexpected argument"},
@@ -403,4 +411,28 @@ Test(cli, version)
     const char *args[] = {"-V", NULL};
     cr_assert_eq(run_args(&cfg, args), 1);
     cr_assert(strncmp(out_text, "sipedge ", 8) == 0);
+}
+
+/* ARCHITECTURE §2: an unauthenticated built-in registrar only on loopback,
+ * unless --registrar-open; any authentication, or no registrar, lifts it. */
+Test(cli_files, open_registrar_beyond_loopback_needs_registrar_open)
+{
+    static struct config cfg;
+    const char *loopback[] = {"-l", "udp:127.0.0.5:5060", "-l", "tcp:[::1]:5060", NULL};
+    const char *open[] = {"-l", "udp:0.0.0.0:5060", "--registrar-open", NULL};
+    const char *digest[] = {"-l", "udp:0.0.0.0:5060", "--auth-users", cert_path, NULL};
+    const char *cert[] = {
+        "-l",      "tls:0.0.0.0:5061", "--tls-cert", cert_path,      "--tls-key",
+        cert_path, "--tls-ca",         cert_path,    "--tls-mutual", "--auth-by-certificate",
+        NULL};
+    const char *no_registrar[] = {"-l", "udp:0.0.0.0:5060", "-u", "sip:10.0.0.1", NULL};
+
+    cr_assert_eq(run_args(&cfg, loopback), 0, "%s", err_text);
+    cr_assert_eq(run_args(&cfg, open), 0, "%s", err_text);
+    cr_assert(cfg.registrar_open);
+    cr_assert_eq(run_args(&cfg, digest), 0, "%s", err_text);
+    cr_assert_str_eq(cfg.auth_users_file, cert_path);
+    cr_assert_eq(run_args(&cfg, cert), 0, "%s", err_text);
+    cr_assert_eq(run_args(&cfg, no_registrar), 0, "%s", err_text);
+    cr_assert_not(cfg.registrar);
 }

@@ -57,7 +57,7 @@ static void setup(void)
     ups.npeer = 1;
     cr_assert(flowtoken_key_init(&key, NULL) == 0);
     flows = flowmap_new();
-    loc = locmap_new();
+    loc = locmap_new(1000, 16);
     cr_assert(flows && loc);
     view = (struct route_view){.cfg = &cfg,
                                .ups = &ups,
@@ -333,10 +333,8 @@ Test(route, rule3_location_service_rewrites_the_request_uri)
     const char *contact = "sip:alice@10.0.9.9:5090";
     memcpy(b.contact, contact, strlen(contact));
     b.contact_len = (uint16_t)strlen(contact);
-    struct locmap_binding out[LOCMAP_MAX_BINDINGS];
-    unsigned nout = 0;
-    cr_assert(locmap_update(loc, SLICE_LIT("sip:alice@" OUR_IP), false, &b, 1, view.now_ms, out,
-                            &nout) == 0);
+    cr_assert(locmap_update(loc, SLICE_LIT("sip:alice@" OUR_IP), false, &b, 1, view.now_ms, NULL, 0,
+                            NULL) == 0);
     struct parsed r;
     struct route_decision d;
     req(&r, "INVITE", "sip:alice@" OUR_IP, NULL, NULL);

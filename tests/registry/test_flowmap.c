@@ -1,5 +1,5 @@
 /* Tests for registry/flowmap.c (single-thread semantics and a 4-thread RCU
- * stress), registry/flowtoken.c, and a 4-thread stress of registry/locmap.c. */
+ * stress) and registry/flowtoken.c (registry/locmap.c: test_locmap.c). */
 #include <criterion/criterion.h>
 #include <arpa/inet.h>
 #include <errno.h>
@@ -17,6 +17,7 @@
 #include "registry/flowmap.h"
 #include "registry/flowtoken.h"
 #include "registry/locmap.h"
+#include "stress.h"
 
 /* Every test runs in its own process (Criterion forks), so each registers
  * its own thread with QSBR RCU and unregisters on the way out. */
@@ -272,25 +273,6 @@ struct stress {
     unsigned long lookups, hits;
 };
 
-static void fail(struct stress *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void fail(struct stress *s, const char *fmt, ...)
-{
-    if (atomic_fetch_add(s->bad, 1) == 0 || !s->why[0]) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(s->why, sizeof s->why, fmt, ap);
-        va_end(ap);
-    }
-}
-
-static uint64_t xorshift(uint64_t *x)
-{
-    *x ^= *x << 13;
-    *x ^= *x >> 7;
-    *x ^= *x << 17;
-    return *x;
-}
-
 static void check_flow(struct stress *s, unsigned key, const struct flow_entry *e)
 {
     struct netaddr want = stress_addr(key);
@@ -407,141 +389,6 @@ Test(flowmap, stress_four_threads_insert_replace_delete_lookup, .timeout = 240)
     cr_assert_eq(atomic_load(&bad), 0, "%s", chk.why);
     cr_assert_eq(flowmap_count(fm), found);
     flowmap_free(fm);
-}
-
-/* ---- locmap: four threads ---------------------------------------------- */
-
-#define LOC_AORS     64
-#define LOC_OPS      100000
-#define LOC_CONTACTS 2 /* per thread per AOR: at most 4 x 2 = LOCMAP_MAX_BINDINGS */
-
-static size_t aor_of(unsigned i, char *buf)
-{
-    return (size_t)sprintf(buf, "sip:user%u@example.com", i);
-}
-
-/* "sip:user<i>-t<t>-c<c>@127.0.0.1:<port>": the contact names its AOR. */
-static struct locmap_binding binding(unsigned i, unsigned t, unsigned c, uint32_t seq, uint64_t exp)
-{
-    struct locmap_binding b;
-    memset(&b, 0, sizeof b);
-    b.contact_len =
-        (uint16_t)sprintf(b.contact, "sip:user%u-t%u-c%u@127.0.0.1:%u", i, t, c, 20000 + t * 8 + c);
-    b.proto = SIP_TRANSPORT_TLS;
-    b.conn = (uint64_t)i << 40 | (uint64_t)t << 32 | seq;
-    b.src = stress_addr(i);
-    b.expires_ms = exp;
-    b.q = (uint16_t)(500 + c * 100);
-    return b;
-}
-
-static void check_binding(struct stress *s, unsigned i, const struct locmap_binding *b)
-{
-    char want[64];
-    int n = sprintf(want, "sip:user%u-t", i);
-    if (b->contact_len < (unsigned)n || b->contact_len >= LOCMAP_CONTACT_MAX ||
-        memcmp(b->contact, want, (size_t)n) != 0 || (b->conn >> 40) != i || b->expires_ms == 0 ||
-        b->proto != SIP_TRANSPORT_TLS)
-        fail(s, "aor %u: foreign or torn binding %.*s conn=%#llx", i, (int)b->contact_len,
-             b->contact, (unsigned long long)b->conn);
-    unsigned t = (unsigned)(b->conn >> 32) & 0xff;
-    unsigned ci = 0;
-    const char *c = memchr(b->contact + n, 'c', b->contact_len - (size_t)n);
-    if (c) ci = (unsigned)(c[1] - '0');
-    struct locmap_binding w = binding(i, t, ci, 0, 0);
-    if (t >= STRESS_THREADS || w.contact_len != b->contact_len ||
-        memcmp(w.contact, b->contact, b->contact_len) != 0)
-        fail(s, "aor %u: contact %.*s does not match its conn", i, (int)b->contact_len, b->contact);
-}
-
-static void *loc_stress_thread(void *arg)
-{
-    struct stress *s = arg;
-    uint64_t rnd = 0x2545f4914f6cdd1dull * (s->t + 7);
-    const uint64_t now = 1000000, far = now + 3600 * 1000;
-    uint64_t last[LOC_AORS][LOC_CONTACTS] = {{0}}; /* conn of our last write */
-    locmap_thread_register();
-    for (uint32_t op = 1; op <= LOC_OPS; op++) {
-        uint64_t r = xorshift(&rnd);
-        unsigned i = (unsigned)(r >> 8) % LOC_AORS, c = (unsigned)(r >> 20) % LOC_CONTACTS;
-        char aor[64];
-        struct slice as = slice_make(aor, aor_of(i, aor));
-        struct locmap_binding out[LOCMAP_MAX_BINDINGS], b;
-        unsigned nout = 0;
-        unsigned what = (unsigned)(r >> 40) % 10;
-        if (what < 3) {
-            b = binding(i, s->t, c, op, far);
-            last[i][c] = b.conn;
-            int rc = locmap_update(s->lm, as, false, &b, 1, now, out, &nout);
-            if (rc != 0) fail(s, "update aor %u: %d", i, rc);
-            if (nout > LOCMAP_MAX_BINDINGS) fail(s, "update aor %u: %u bindings", i, nout);
-            for (unsigned j = 0; j < nout; j++)
-                check_binding(s, i, &out[j]);
-        } else if (what < 4) {
-            b = binding(i, s->t, c, op, 0); /* expires 0: remove */
-            if (locmap_update(s->lm, as, false, &b, 1, now, out, &nout) != 0)
-                fail(s, "remove aor %u failed", i);
-            for (unsigned j = 0; j < nout; j++)
-                check_binding(s, i, &out[j]);
-        } else if (what < 5) {
-            /* a connection closes: drop whatever it registered */
-            if (last[i][c]) locmap_drop_conn(s->lm, last[i][c]);
-        } else {
-            s->lookups++;
-            if (locmap_lookup(s->lm, as, now, &b)) {
-                s->hits++;
-                check_binding(s, i, &b);
-            }
-        }
-        if (op % QS_EVERY == 0) locmap_quiescent();
-    }
-    locmap_thread_unregister();
-    return NULL;
-}
-
-TestSuite(locmap, .init = rcu_up, .fini = rcu_down);
-
-Test(locmap, stress_four_threads_update_drop_lookup, .timeout = 240)
-{
-    struct locmap *lm = locmap_new();
-    cr_assert_not_null(lm);
-    _Atomic unsigned bad = 0;
-    struct stress st[STRESS_THREADS];
-    pthread_t th[STRESS_THREADS];
-    locmap_thread_offline();
-    for (unsigned t = 0; t < STRESS_THREADS; t++) {
-        st[t] = (struct stress){.lm = lm, .t = t, .bad = &bad};
-        cr_assert_eq(pthread_create(&th[t], NULL, loc_stress_thread, &st[t]), 0);
-    }
-    unsigned long hits = 0;
-    for (unsigned t = 0; t < STRESS_THREADS; t++) {
-        pthread_join(th[t], NULL);
-        hits += st[t].hits;
-    }
-    locmap_thread_online();
-    for (unsigned t = 0; t < STRESS_THREADS; t++)
-        cr_expect_str_empty(st[t].why, "thread %u: %s", t, st[t].why);
-    cr_assert_eq(atomic_load(&bad), 0);
-    cr_assert_gt(hits, 0);
-    locmap_free(lm);
-}
-
-Test(locmap, drop_conn_keeps_other_connections_bindings)
-{
-    struct locmap *lm = locmap_new();
-    char aor[64];
-    struct slice as = slice_make(aor, aor_of(1, aor));
-    struct locmap_binding add[2] = {binding(1, 0, 0, 1, 5000), binding(1, 1, 1, 2, 5000)}, b;
-    struct locmap_binding out[LOCMAP_MAX_BINDINGS];
-    unsigned nout;
-    cr_assert_eq(locmap_update(lm, as, false, add, 2, 1000, out, &nout), 0);
-    cr_assert_eq(nout, 2);
-    locmap_drop_conn(lm, add[1].conn);
-    cr_assert(locmap_lookup(lm, as, 1000, &b));
-    cr_assert_eq(b.conn, add[0].conn);
-    locmap_drop_conn(lm, add[0].conn);
-    cr_assert_not(locmap_lookup(lm, as, 1000, &b));
-    locmap_free(lm);
 }
 
 /* ---- flow tokens ------------------------------------------------------- */

@@ -117,6 +117,11 @@ static void setup(void)
     leaf("wild", "DNS:*.example.com", false, -1, 30);
     leaf("uri", "URI:sip:sip.example.com", false, -1, 30);
     leaf("both", "URI:sip:a.example.com,DNS:b.example.com", false, -1, 30);
+    leaf("phone",
+         "URI:sip:alice@cc.example.com,URI:https://cc.example.com/x,"
+         "URI:sips:bob@cc.example.com,DNS:cc.example.com",
+         false, -1, 30);
+    leaf("carol@cc.example.com", "DNS:cc.example.com", false, -1, 30);
 }
 
 static void teardown(void)
@@ -294,6 +299,46 @@ Test(tls, mutual_client_failures_are_classified)
             tls_ctx_free(sv);
             tls_ctx_free(cl);
         }
+    }
+}
+
+/* --auth-by-certificate reads these: SAN sip/sips URIs, else the CN; only
+ * from a verified certificate, so nothing without --tls-mutual. */
+Test(tls, peer_ids_of_client_certificates)
+{
+    static const struct {
+        const char *name;
+        bool mutual;
+        unsigned n;
+        const char *ids[2];
+    } cases[] = {
+        {"phone", true, 2, {"sip:alice@cc.example.com", "sips:bob@cc.example.com"}},
+        {"carol@cc.example.com", true, 1, {"carol@cc.example.com"}},
+        {"phone", false, 0, {NULL}},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char crt[64], key[64];
+        snprintf(crt, sizeof crt, "%s.crt", cases[i].name);
+        snprintf(key, sizeof key, "%s.key", cases[i].name);
+        struct tls_ctx *sv = ctx_of("server.crt", "server.key", "ca.crt", cases[i].mutual);
+        struct tls_ctx *cl = ctx_of(crt, key, "ca.crt", false);
+        struct pair p;
+        struct tls_peer_ids ids;
+        pair_open(&p);
+        p.cl = tls_conn_client(cl, p.fd[0], "localhost");
+        p.sv = tls_conn_server(sv, p.fd[1]);
+        drive(&p);
+        cr_assert_eq(p.sst, TLS_OK, "case %zu: %s", i, tls_fail_str(p.swhy));
+        cr_assert_eq(tls_conn_peer_ids(p.sv, &ids), cases[i].n, "case %zu", i);
+        cr_assert_eq(ids.n, cases[i].n);
+        for (unsigned k = 0; k < ids.n; k++) {
+            cr_assert_eq(ids.len[k], strlen(cases[i].ids[k]), "case %zu id %u", i, k);
+            cr_assert(memcmp(ids.v[k], cases[i].ids[k], ids.len[k]) == 0, "case %zu id %u: %.*s", i,
+                      k, (int)ids.len[k], ids.v[k]);
+        }
+        pair_close(&p);
+        tls_ctx_free(sv);
+        tls_ctx_free(cl);
     }
 }
 
