@@ -27,9 +27,7 @@ Cases:
                keep-alives every 0.5 s are closed (bound 8 s) and counted
                idle_timeout; a phone re-REGISTERing every second stays open
                and answers. A registered phone sending only keep-alives stays
-               only when the registrar holds its connection
-               (worker_conn_hold); on a build where it does not yet, that
-               check is reported as XFAIL unless SIPEDGE_EXPECT_HOLD=1
+               because the registrar holds its connection (worker_conn_hold)
   outbound_idle     --idle-timeout 2 -u tcp upstream probed every 5 s: the
                outbound connection idles out (the upstream sees EOF, bound
                8 s), counted idle_timeout
@@ -73,7 +71,6 @@ from test_tls import gen_certs  # noqa: E402
 HOST = "127.0.0.1"
 FD_TOL = 2
 RSS_TOL_KB = 64 * 1024
-EXPECT_HOLD = os.environ.get("SIPEDGE_EXPECT_HOLD") == "1"
 
 
 class Failed(Exception):
@@ -451,11 +448,9 @@ def case_idle():
                f"REGISTERs {refresh_codes}")
         hits = limit_hits(p, "idle_timeout")
         expect(hits >= 3, f"limit idle_timeout counted {hits}, want >= 3")
-        if not held_open and EXPECT_HOLD:
+        if not held_open:
             raise Failed("a registered phone sending keep-alives was idled out")
-        hold_note = ("registered keep-alive phone kept open (held)" if held_open else
-                     "XFAIL: registered keep-alive phone idled out: the registrar does not "
-                     "hold its connection on this build")
+        hold_note = "registered keep-alive phone kept open (held)"
         note = base.check()
         return (", ".join(f"{n} closed after {t:.1f} s" for n, t in closed.items()) +
                 f"; re-registering phone open and answering; {hold_note}; "
