@@ -180,8 +180,8 @@ static const struct cli_opt cli_opts[] = {
     {"dns-cache-size", OPT_DNS_CACHE_SIZE, "N",
      "DNS answers cached per worker, 16..1048576 (default: 2048)"},
     {"dns-max-pending", OPT_DNS_MAX_PENDING, "N",
-     "DNS lookups in flight per worker, 1..65536; requests\n"
-     "over it get 503 (default: 4096)"},
+     "DNS lookups in flight per worker, 1..65536, for one\n"
+     "source IP 1/8 of that; requests over get 503 (default: 4096)"},
     {"failover-timeout", OPT_FAILOVER_TIMEOUT, "MS",
      "no response at all from a SIP Server target within it:\n"
      "the request goes to the next target, 100..60000\n(default: 2000)"},

@@ -49,6 +49,8 @@ static void log_startup(const struct config *cfg)
         LOG_I("peer site %s: requests for it go to %s", cfg->peers[i].domain, cfg->peers[i].uri);
     if (cfg->overload_dialog_rate)
         LOG_I("new INVITEs above %u/s get 503", cfg->overload_dialog_rate);
+    if (cfg->overload_source_rate)
+        LOG_I("new INVITEs above %u/s from one source IP get 503", cfg->overload_source_rate);
 }
 
 /* Builds one TLS context per worker from the files cfg names (file I/O: this

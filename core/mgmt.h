@@ -8,9 +8,12 @@
 #include "core/config.h"
 #include "tls/tls.h"
 
-/* Binds cfg->stats_listen and starts serving; tls (taken, may be NULL)
- * serves it over TLS with the server context (and, with --tls-mutual,
- * client certificates required). Call after worker_runtime_start_tls. Returns 0,
+/* Binds cfg->stats_listen and starts serving, up to cfg->stats_max_clients
+ * connections at once, each closed 5 s after it was accepted whatever it
+ * did (TLS handshake included); one over the cap is closed at once and
+ * counted (limit "stats_max_clients"). tls (taken, may be NULL) serves it
+ * over TLS with the server context (and, with --tls-mutual, client
+ * certificates required). Call after worker_runtime_start_tls. Returns 0,
  * or -errno after logging why. */
 int mgmt_start(const struct config *cfg, struct tls_ctx *tls);
 /* SIGHUP: new TLS material for the next connections (taken). */

@@ -160,6 +160,24 @@ uint64_t netaddr_hash(uint8_t proto, const struct netaddr *a)
     return hash_final(&h);
 }
 
+void netaddr_source(struct netaddr *out, const struct netaddr *a)
+{
+    memset(out, 0, sizeof(*out));
+    if (a->sa.sa_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&a->in6.sin6_addr)) {
+        out->in4.sin_family = AF_INET;
+        memcpy(&out->in4.sin_addr, &a->in6.sin6_addr.s6_addr[12], 4);
+        out->len = sizeof(out->in4);
+    } else if (a->sa.sa_family == AF_INET6) {
+        out->in6.sin6_family = AF_INET6;
+        memcpy(&out->in6.sin6_addr, &a->in6.sin6_addr, 8); /* the /64 */
+        out->len = sizeof(out->in6);
+    } else if (a->sa.sa_family == AF_INET) {
+        out->in4.sin_family = AF_INET;
+        out->in4.sin_addr = a->in4.sin_addr;
+        out->len = sizeof(out->in4);
+    }
+}
+
 static bool ipv4_forbidden(uint32_t host_order)
 {
     return host_order == INADDR_ANY || host_order == INADDR_BROADCAST ||

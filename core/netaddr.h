@@ -34,6 +34,11 @@ size_t netaddr_str(const struct netaddr *a, char *buf, size_t cap);
  * netaddr_eq() compares, for tables keyed by peers' addresses: a peer picks
  * its own address and port, so it must not be able to aim at one chain. */
 uint64_t netaddr_hash(uint8_t proto, const struct netaddr *a);
+/* The source a per-source limit counts a's traffic against, written to out
+ * (compare with netaddr_eq, hash with netaddr_hash): a's IP with port 0;
+ * an IPv4-mapped IPv6 address as IPv4; another IPv6 address as its /64,
+ * since one host can send from any address of the /64 it holds. Pure. */
+void netaddr_source(struct netaddr *out, const struct netaddr *a);
 /* True for addresses a proxy must never send to: unspecified, broadcast,
  * multicast (IPv4-mapped too), port 0, or an unset address. */
 bool netaddr_is_forbidden(const struct netaddr *a);

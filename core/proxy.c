@@ -8,6 +8,7 @@
 #include "core/branch.h"
 #include "core/buf.h"
 #include "core/log.h"
+#include "core/overload.h"
 #include "core/proxy-int.h"
 #include "core/registrar.h"
 #include "dns/dns.h"
@@ -24,17 +25,15 @@ static struct proxy_global {
     struct flowmap *flows;    /* phone address + transport -> connection */
     struct flowtoken_key key; /* flow token HMAC key */
     bool ready;               /* proxy_global_init() succeeded (main thread) */
-    /* --overload-dialog-rate: new INVITEs admitted in the current second,
-     * counted by every worker (one atomic add per new INVITE) */
-    _Alignas(64) _Atomic uint64_t ovl_second;
-    _Atomic uint32_t ovl_count;
+    struct overload *ovl;     /* new-dialog rates, counted by every worker */
 } global;
 
 static int global_create(const struct config *cfg)
 {
     global.loc = locmap_new(cfg->max_aors, cfg->max_bindings);
     global.flows = flowmap_new();
-    if (!global.loc || !global.flows) return -ENOMEM;
+    global.ovl = overload_new(cfg->overload_dialog_rate, cfg->overload_source_rate);
+    if (!global.loc || !global.flows || !global.ovl) return -ENOMEM;
     int rc = flowtoken_key_init(&global.key, cfg->flow_secret_file);
     if (rc < 0) {
         LOG_E("--flow-secret %s: %s", cfg->flow_secret_file, strerror(-rc));
@@ -62,6 +61,8 @@ void proxy_global_cleanup(void)
         locmap_thread_unregister();
     }
     registrar_global_cleanup();
+    overload_free(global.ovl);
+    global.ovl = NULL;
     global.loc = NULL;
     global.flows = NULL;
     memset(&global.key, 0, sizeof global.key);
@@ -77,19 +78,31 @@ struct flowmap *proxy_flowmap(void)
     return global.flows;
 }
 
-/* --overload-dialog-rate N: at most N new INVITEs per second (of the
- * monotonic clock) over all workers. The count restarts when the second
- * changes; two workers crossing the boundary together may each restart it,
- * so a second can admit a few more than N. */
-static bool dialog_rate_admits(const struct worker *w)
+/* A new INVITE under the rates (core/overload.c): --overload-source-rate
+ * per source IP first (not for the SIP Server or a peer site, which relay
+ * everyone's calls from one address), then --overload-dialog-rate for all
+ * together. Over either: 503 with Retry-After, counted. False after
+ * answering. */
+static bool admit_new_dialog(struct worker *w, const struct route_view *v, const struct rx_info *rx,
+                             const struct sip_msg *m)
 {
-    unsigned limit = w->cfg->overload_dialog_rate;
-    if (limit == 0) return true;
-    uint64_t sec = w->now_ms / 1000;
-    uint64_t cur = atomic_load_explicit(&global.ovl_second, memory_order_relaxed);
-    if (cur != sec && atomic_compare_exchange_strong(&global.ovl_second, &cur, sec))
-        atomic_store_explicit(&global.ovl_count, 0, memory_order_relaxed);
-    return atomic_fetch_add_explicit(&global.ovl_count, 1, memory_order_relaxed) < limit;
+    char as[NETADDR_STRLEN];
+    if (!route_from_upstream(v, rx) && !overload_source_admits(global.ovl, &rx->src, w->now_ms)) {
+        STAT_LIMIT(w, LIMIT_SOURCE_RATE);
+        LOG_RL(LOG_WARN, "new INVITE from %s turned away: above --overload-source-rate %u/s",
+               netaddr_ip_str(&rx->src, as, sizeof as) ? as : "?", w->cfg->overload_source_rate);
+        reply__send_retry(w, rx, m, 503, "Overloaded", OVERLOAD_RETRY_AFTER_S);
+        return false;
+    }
+    if (!overload_dialog_admits(global.ovl, w->now_ms)) {
+        STAT_INC(w, overload);
+        STAT_LIMIT(w, LIMIT_DIALOG_RATE);
+        LOG_RL(LOG_WARN, "new INVITE turned away: above --overload-dialog-rate %u/s",
+               w->cfg->overload_dialog_rate);
+        reply__send_retry(w, rx, m, 503, "Overloaded", OVERLOAD_RETRY_AFTER_S);
+        return false;
+    }
+    return true;
 }
 
 /* ---- the request pipeline ---------------------------------------------------- */
@@ -216,7 +229,7 @@ static bool via_loops(const struct route_view *v, const struct sip_msg *m)
 
 /* The checks before routing: URI scheme (416), Max-Forwards (483; OPTIONS
  * to sipedge itself is answered), Proxy-Require (420), loops (482), and
- * --overload-dialog-rate for new INVITEs (503). False after answering. */
+ * the new-dialog rates for new INVITEs (503). False after answering. */
 static bool proxy_checks(struct worker *w, const struct route_view *v, const struct rx_info *rx,
                          const struct sip_msg *m)
 {
@@ -242,15 +255,9 @@ static bool proxy_checks(struct worker *w, const struct route_view *v, const str
         reply__send(w, rx, m, 482, NULL, NULL);
         return false;
     }
-    if (m->method == SIP_METHOD_INVITE && !route_in_dialog(m) && !proxy__of(w)->dns_replay &&
-        !dialog_rate_admits(w)) {
-        STAT_INC(w, overload);
-        STAT_LIMIT(w, LIMIT_DIALOG_RATE);
-        LOG_RL(LOG_WARN, "new INVITE turned away: above --overload-dialog-rate %u/s",
-               w->cfg->overload_dialog_rate);
-        reply__send(w, rx, m, 503, "Overloaded", NULL);
-        return false;
-    }
+    /* a request processed again after its DNS answer was admitted before */
+    if (m->method == SIP_METHOD_INVITE && !route_in_dialog(m) && !proxy__of(w)->dns_replay)
+        return admit_new_dialog(w, v, rx, m);
     return true;
 }
 

@@ -139,6 +139,16 @@ static int next_hop(struct decide *c, const struct sip_uri *u)
     return 0;
 }
 
+/* A lookup the resolver refused for its limits (--dns-max-pending, the
+ * cache full of queries) or for memory: the answer is 503 with
+ * Retry-After, as for any overload (the limit was counted in dns/). */
+static bool dns_refused(struct decide *c, int rc)
+{
+    if (rc != -EAGAIN && rc != -ENOMEM) return false;
+    c->d->retry_after = PROXY_RETRY_AFTER_S;
+    return true;
+}
+
 /* Rule 1: pops our own Route entries (one, or two after a double
  * Record-Route) and keeps a valid flow token found in them. */
 static bool pop_own_routes(struct decide *c)
@@ -204,6 +214,8 @@ static bool follow_route(struct decide *c)
     if (rc == 0 && config_pick_listener(c->v->cfg, rp->proto, rp->dst.sa.sa_family) >= 0)
         return decide_forward(c, ROUTE_RULE_ROUTE);
     rp->tls_name[0] = 0;
+    if ((c->upstream_src || c->v->ups->nup == 0) && dns_refused(c, rc))
+        return decide_reply(c, ROUTE_RULE_ROUTE, 503, "DNS Busy");
     if (c->upstream_src || c->v->ups->nup == 0)
         return decide_reply(c, ROUTE_RULE_ROUTE, 503, "Unroutable Route");
     plan_upstream(c);
@@ -293,6 +305,7 @@ static bool to_request_uri(struct decide *c)
     if (rc == 1) return decide_resolve(c, ROUTE_RULE_FROM_UPSTREAM, &c->ruri);
     if (rc < 0) {
         int code = rc == -ENOENT || rc == -EINVAL ? 404 : 503;
+        if (dns_refused(c, rc)) return decide_reply(c, ROUTE_RULE_FROM_UPSTREAM, 503, "DNS Busy");
         return decide_reply(c, ROUTE_RULE_FROM_UPSTREAM, code,
                             rc == -EPROTONOSUPPORT ? "Unsupported Transport"
                             : code == 404          ? "Unresolvable Request-URI"
@@ -413,8 +426,8 @@ static int resolve_or_park(struct worker *w, const struct rx_info *rx, const cha
     pk->rx = *rx;
     pk->len = len;
     memcpy(pk->buf, buf, len);
-    int rc = dns_resolve(w, host, u->port, u->transport, u->scheme == SIP_SCHEME_SIPS, dns_done, pk,
-                         ans->t, &n);
+    int rc = dns_resolve(w, &rx->src, host, u->port, u->transport, u->scheme == SIP_SCHEME_SIPS,
+                         dns_done, pk, ans->t, &n);
     if (rc == 0) return 1;
     free(pk);
     ans->status = rc < 0 ? rc : 0;

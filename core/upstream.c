@@ -160,8 +160,9 @@ static void resolve(struct worker *w, bool peer, unsigned i)
     struct slice host = u->uri.maddr.len ? u->uri.maddr : u->uri.host;
     struct dns_target out[DNS_MAX_TARGETS];
     unsigned n = 0;
-    int rc = dns_resolve(w, host, u->uri.port, u->uri.transport, u->uri.scheme == SIP_SCHEME_SIPS,
-                         resolve_done, RESOLVE_ARG(peer, i), out, &n);
+    int rc =
+        dns_resolve(w, NULL, host, u->uri.port, u->uri.transport, u->uri.scheme == SIP_SCHEME_SIPS,
+                    resolve_done, RESOLVE_ARG(peer, i), out, &n);
     if (rc == 0) {
         u->resolving = true;
         return;

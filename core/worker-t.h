@@ -107,6 +107,10 @@ struct worker_stats {
     _Atomic uint64_t refused[REFUSE__COUNT];   /* by enum stat_refusal */
     _Atomic uint64_t limit_hits[LIMIT__COUNT]; /* by enum stat_limit */
     _Atomic uint64_t queued_bytes;             /* gauge: unsent bytes of the worker's connections */
+    /* dns/ */
+    _Atomic uint64_t dns_queries;    /* queries sent to the DNS servers */
+    _Atomic uint64_t dns_failures;   /* queries timed out, refused or failed (not NXDOMAIN) */
+    _Atomic uint64_t dns_cache_hits; /* lookups answered by the cache or a query in flight */
 };
 
 /* Counters have one writer (the owner), so a plain load and store will do. */

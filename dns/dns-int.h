@@ -8,16 +8,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/netaddr.h"
 #include "core/timer.h"
 #include "dns/dns.h"
 
-#define DNS_NAME_MAX      253
-#define DNS_SRVQ_MAX      4               /* SRV names queried by one resolution */
-#define DNS_SRV_COLLECT   16              /* SRV records gathered before ordering */
-#define DNS_CAND_MAX      DNS_MAX_TARGETS /* hosts whose addresses are looked up */
-#define DNS_CACHE_BUCKETS 4096            /* power of two, >= 2 * DNS_CACHE_MAX */
-
-_Static_assert((DNS_CACHE_BUCKETS & (DNS_CACHE_BUCKETS - 1)) == 0, "buckets: power of two");
+#define DNS_NAME_MAX    253
+#define DNS_SRVQ_MAX    4               /* SRV names queried by one resolution */
+#define DNS_SRV_COLLECT 16              /* SRV records gathered before ordering */
+#define DNS_CAND_MAX    DNS_MAX_TARGETS /* hosts whose addresses are looked up */
 
 enum dns_qtype {
     DNS_QT_A = 1,
@@ -56,9 +54,18 @@ struct dns_centry; /* a cache entry: private to dns_cache.c */
 
 /* The answer cache of one worker. Written only by dns_cache.c. */
 struct dns_cache {
-    unsigned n;                                    /* entries, pending ones included */
-    struct dns_centry *lru_head, *lru_tail;        /* resolved only; head: most recent */
-    struct dns_centry *buckets[DNS_CACHE_BUCKETS]; /* chains by keyed name hash */
+    unsigned n, max;                        /* answers (the LRU list); --dns-cache-size */
+    struct dns_centry *lru_head, *lru_tail; /* resolved only; head: most recent */
+    struct dns_centry **buckets;            /* chains by keyed name hash */
+    uint64_t mask;                          /* buckets - 1, a power of two minus one */
+};
+
+/* Resolutions alive for one source address (netaddr_source() of the
+ * sender a dns_resolve() names). Exists while n > 0; written by dns.c. */
+struct dns_src {
+    struct dns_src *next; /* bucket chain */
+    struct netaddr addr;
+    unsigned n;
 };
 
 struct dns_srvq {
@@ -84,10 +91,12 @@ struct dns_cand_addrs {
 struct dns_req {
     struct dns_worker *dw;
     struct dns_req *next; /* completed list */
+    struct dns_src *src;  /* the sender it is counted against, or NULL */
     dns_cb cb;
     void *arg;
     uint8_t stage;
-    bool async; /* dns_resolve() returned 0: completion goes through cb */
+    bool async;      /* dns_resolve() returned 0: completion goes through cb */
+    bool cache_only; /* over the pending limits: a lookup the cache cannot answer fails */
     bool sips;
     uint8_t fallback_proto; /* for A/AAAA of the host when there is no SRV */
     unsigned pending;
@@ -112,8 +121,11 @@ struct dns_worker {
     struct timer timer; /* c-ares timeouts; also "deliver completions soon" */
     bool closing;
     bool want_a, want_aaaa;
-    uint64_t seed, rng; /* per worker: cache hash input, SRV weighting */
-    unsigned nreqs;     /* dns_req alive, finished but undelivered included */
+    uint64_t seed, rng;                   /* per worker: cache hash input, SRV weighting */
+    unsigned nreqs;                       /* dns_req alive, finished but undelivered included */
+    unsigned max_pending, max_per_source; /* --dns-max-pending, and its share per source */
+    struct dns_src **srcs;                /* dns_src chains by keyed address hash */
+    uint64_t srcs_mask;
     struct dns_req *done_head, **done_tail;
     struct dns_cache cache;
 };
@@ -135,6 +147,22 @@ int dns__name_copy(const char *p, size_t len, char out[DNS_NAME_MAX + 1]);
  * when finished resolutions wait for delivery. Owner thread. */
 void dns__timer_update(struct dns_worker *dw);
 
+/* Counts a new resolution r (r->host set) in dw->nreqs and, when src is
+ * not NULL, for src's source address (r->src is set). Returns 0 within the
+ * limits, 1 when --dns-max-pending or src's share of it was already
+ * reached (r may then use the cache only: dns_req.cache_only), -ENOMEM
+ * (nothing counted). src NULL (sipedge's own lookups) is never over.
+ * Owner thread. */
+int dns__req_admit(struct dns_worker *dw, struct dns_req *r, const struct netaddr *src);
+
+/* Counts and logs (rate-limited) a resolution refused by the limits: r
+ * was over them and the cache could not answer it. Owner thread. */
+void dns__req_refused(struct dns_worker *dw, const struct dns_req *r);
+
+/* Undoes dns__req_admit() for r (finished); r itself is not freed. Owner
+ * thread. */
+void dns__req_release(struct dns_worker *dw, struct dns_req *r);
+
 /* ---- dns_cache.c: answers by (name, type) --------------------------------- */
 
 /* Starts lookup `slot` of r's current stage: answered now from the cache,
@@ -145,16 +173,21 @@ void dns__timer_update(struct dns_worker *dw);
  * thread. */
 void dns__cache_lookup(struct dns_req *r, const char *name, uint8_t type, uint8_t slot);
 
-/* Frees every entry. Only after ares_destroy(): no entry is pending any
- * more. Owner thread. */
+/* Sets up dw->cache for at most max entries (0: DNS_CACHE_DEFAULT). 0 or
+ * -ENOMEM. Owner thread. */
+int dns__cache_init(struct dns_worker *dw, unsigned max);
+
+/* Frees every entry and the buckets. Only after ares_destroy(): no entry is
+ * pending any more. Owner thread. */
 void dns__cache_clear(struct dns_worker *dw);
 
 /* ---- dns_rfc3263.c: the procedure ----------------------------------------- */
 
 /* dns_resolve() once the channel is known to be open: same arguments,
  * returns and callback contract as documented in dns.h. Owner thread. */
-int dns__rfc3263_resolve(struct dns_worker *dw, struct slice host, int port, uint8_t transport,
-                         bool sips, dns_cb cb, void *arg, struct dns_target *out, unsigned *nout);
+int dns__rfc3263_resolve(struct dns_worker *dw, const struct netaddr *src, struct slice host,
+                         int port, uint8_t transport, bool sips, dns_cb cb, void *arg,
+                         struct dns_target *out, unsigned *nout);
 
 /* Takes in the answer (or failure) for lookup `slot` of r's current stage:
  * rs is NULL on failure (err < 0) and only borrowed, what r needs is

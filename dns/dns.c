@@ -90,7 +90,7 @@ static void deliver(struct dns_worker *dw)
     while ((r = dw->done_head) != NULL) {
         dw->done_head = r->next;
         if (!dw->done_head) dw->done_tail = &dw->done_head;
-        dw->nreqs--;
+        dns__req_release(dw, r); /* before the callback: it may resolve again */
         if (r->status == 0)
             r->cb(dw->w, r->arg, 0, r->out, r->nout);
         else
@@ -145,15 +145,81 @@ bool dns_busy(const struct worker *w)
     return w->dns && w->dns->nreqs > 0;
 }
 
-int dns_resolve(struct worker *w, struct slice host, int port, uint8_t transport, bool sips,
-                dns_cb cb, void *arg, struct dns_target *out, unsigned *nout)
+int dns_resolve(struct worker *w, const struct netaddr *src, struct slice host, int port,
+                uint8_t transport, bool sips, dns_cb cb, void *arg, struct dns_target *out,
+                unsigned *nout)
 {
     struct dns_worker *dw = w->dns;
 
     ASSERT_OWNER(w);
     *nout = 0;
     if (!dw || dw->closing) return -ESHUTDOWN;
-    return dns__rfc3263_resolve(dw, host, port, transport, sips, cb, arg, out, nout);
+    return dns__rfc3263_resolve(dw, src, host, port, transport, sips, cb, arg, out, nout);
+}
+
+/* ---- limits: resolutions in flight, in all and per source ---------------- */
+
+static struct dns_src **src_bucket(struct dns_worker *dw, const struct netaddr *a)
+{
+    return &dw->srcs[netaddr_hash(0, a) & dw->srcs_mask]; /* keyed: sources pick addresses */
+}
+
+int dns__req_admit(struct dns_worker *dw, struct dns_req *r, const struct netaddr *src)
+{
+    struct netaddr key;
+    struct dns_src **pp, *e;
+    bool over;
+
+    r->src = NULL;
+    if (!src) { /* sipedge's own lookups are few and never refused */
+        dw->nreqs++;
+        return 0;
+    }
+    netaddr_source(&key, src);
+    pp = src_bucket(dw, &key);
+    for (e = *pp; e && !netaddr_eq(&e->addr, &key); e = e->next)
+        ;
+    if (!e) {
+        e = calloc(1, sizeof(*e));
+        if (!e) return -ENOMEM;
+        e->addr = key;
+        e->next = *pp;
+        *pp = e;
+    }
+    over = dw->nreqs >= dw->max_pending || e->n >= dw->max_per_source;
+    e->n++;
+    r->src = e;
+    dw->nreqs++;
+    return over ? 1 : 0;
+}
+
+void dns__req_refused(struct dns_worker *dw, const struct dns_req *r)
+{
+    char as[NETADDR_STRLEN];
+
+    STAT_LIMIT(dw->w, LIMIT_DNS_PENDING);
+    LOG_RL(LOG_WARN,
+           "dns: lookup of %s for %s refused: %u resolutions in flight on this worker, %u for "
+           "this source (--dns-max-pending %u, per source %u)",
+           r->host, r->src && netaddr_ip_str(&r->src->addr, as, sizeof(as)) ? as : "?",
+           dw->nreqs - 1, r->src ? r->src->n - 1 : 0, dw->max_pending, dw->max_per_source);
+}
+
+void dns__req_release(struct dns_worker *dw, struct dns_req *r)
+{
+    struct dns_src *e = r->src;
+
+    assert(dw->nreqs > 0);
+    dw->nreqs--;
+    r->src = NULL;
+    if (!e || --e->n > 0) return;
+    for (struct dns_src **pp = src_bucket(dw, &e->addr); *pp; pp = &(*pp)->next) {
+        if (*pp == e) {
+            *pp = e->next;
+            break;
+        }
+    }
+    free(e);
 }
 
 /* ---- per-worker setup -------------------------------------------------- */
@@ -224,6 +290,19 @@ int dns_worker_init_watch(struct worker *w, dns_watch_fn watch)
     if (getrandom(&dw->seed, sizeof(dw->seed), 0) != sizeof(dw->seed))
         dw->seed = (uint64_t)time(NULL) * 0x9e3779b97f4a7c15ull ^ (uint64_t)(uintptr_t)dw;
     dw->rng = dw->seed | 1;
+    dw->max_pending = cfg && cfg->dns_max_pending ? cfg->dns_max_pending : DNS_PENDING_DEFAULT;
+    dw->max_per_source = dw->max_pending / DNS_PENDING_PER_SOURCE_DIV;
+    if (dw->max_per_source == 0) dw->max_per_source = 1;
+    for (dw->srcs_mask = 1; dw->srcs_mask < dw->max_pending; dw->srcs_mask <<= 1)
+        ;
+    dw->srcs = calloc(dw->srcs_mask, sizeof(*dw->srcs));
+    dw->srcs_mask--;
+    if (!dw->srcs || dns__cache_init(dw, cfg ? cfg->dns_cache_size : 0) < 0) {
+        dns__cache_clear(dw);
+        free(dw->srcs);
+        free(dw);
+        return -ENOMEM;
+    }
     /* Only ask for families the worker can send from (Via needs a listener
      * of the destination's family); both when there are no listeners. */
     for (unsigned i = 0; cfg && i < cfg->nlisten; i++) {
@@ -245,6 +324,8 @@ int dns_worker_init_watch(struct worker *w, dns_watch_fn watch)
                                ARES_OPT_SOCK_STATE_CB | ARES_OPT_LOOKUPS);
     if (st != ARES_SUCCESS) {
         LOG_E("dns: cannot create a resolver: %s", ares_strerror(st));
+        dns__cache_clear(dw);
+        free(dw->srcs);
         free(dw);
         return dns__ares_errno(st);
     }
@@ -288,6 +369,7 @@ void dns_worker_cleanup(struct worker *w)
     assert(dw->nreqs == 0);
     timer_cancel(&dw->timer);
     dns__cache_clear(dw);
+    free(dw->srcs); /* empty: every request was released */
     w->dns = NULL;
     free(dw);
 }

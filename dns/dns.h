@@ -35,6 +35,13 @@ typedef void (*dns_cb)(struct worker *w, void *arg, int status, const struct dns
                        unsigned n);
 
 /* Locates the SIP servers for a URI host (RFC 3263 §4). Owner thread only.
+ *  - src: who the lookup is for (a request's sender, borrowed): at most
+ *    cfg->dns_max_pending resolutions are in flight per worker, and at
+ *    most 1/DNS_PENDING_PER_SOURCE_DIV of them for one source (its IP; an
+ *    IPv6 source: its /64); one over either limit is still answered from
+ *    the cache, else refused. NULL for sipedge's own lookups (SIP Servers,
+ *    peers): the configuration bounds them and these limits never refuse
+ *    them.
  *  - host: a name, or an IP literal (IPv6 with or without brackets);
  *    borrowed for the call only. port: 0 when the URI has none.
  *    transport: enum sip_transport of ;transport=, SIP_TRANSPORT_NONE if
@@ -58,11 +65,13 @@ typedef void (*dns_cb)(struct worker *w, void *arg, int status, const struct dns
  *      out[0..*nout) hold the targets, no callback will come;
  *   0  cb(w, arg, ...) will be called exactly once later, from the loop;
  *  <0  -errno now (bad name, unsupported transport, a cached negative
- *      answer: -ENOENT, limits: -EAGAIN/-ENOMEM, after cleanup:
- *      -ESHUTDOWN); no callback will come.
+ *      answer: -ENOENT, or -ETIMEDOUT/-EIO/-ECONNREFUSED for a failure
+ *      still remembered, limits: -EAGAIN (counted, LIMIT_DNS_PENDING) or
+ *      -ENOMEM, after cleanup: -ESHUTDOWN); no callback will come.
  * out must have room for DNS_MAX_TARGETS. */
-int dns_resolve(struct worker *w, struct slice host, int port, uint8_t transport, bool sips,
-                dns_cb cb, void *arg, struct dns_target *out, unsigned *nout);
+int dns_resolve(struct worker *w, const struct netaddr *src, struct slice host, int port,
+                uint8_t transport, bool sips, dns_cb cb, void *arg, struct dns_target *out,
+                unsigned *nout);
 
 /* Creates w->dns: a c-ares channel (1 s timeout, 2 tries, EDNS) using the
  * servers of w->cfg->dns_servers ("IP", "IP:PORT", "[IPv6]:PORT"), or the
@@ -71,10 +80,13 @@ int dns_resolve(struct worker *w, struct slice host, int port, uint8_t transport
  * Runs on the worker's own thread, before anything resolves. 0 or -errno.
  *
  * The cache is per worker (not the shared RCU table ARCHITECTURE.md §4
- * foresees): at most DNS_CACHE_MAX entries, LRU-evicted; positive answers
- * kept for their TTL (at most 1 h; TTL 0 is not cached), NXDOMAIN/NODATA for
- * the SOA negative TTL (RFC 2308), at most 30 s. Identical queries in
- * flight are sent once. Timeouts and server failures are not cached. */
+ * foresees): at most cfg->dns_cache_size answers, LRU-evicted (an answer
+ * evicted before its TTL ends counts as LIMIT_DNS_CACHE; queries in flight
+ * are not answers: the pending limits above bound them); positive answers kept for their TTL (at
+ * most 1 h; TTL 0 is not cached), NXDOMAIN/NODATA for the SOA negative TTL (RFC 2308), at most 30
+ * s, and timeouts, refusals and server failures for DNS_FAIL_TTL_S, so that a flood of requests for
+ * one dead name costs one query. Identical queries in flight are sent once. Counts dns_queries,
+ * dns_failures and dns_cache_hits in w->stats. */
 int dns_worker_init(struct worker *w);
 
 /* dns_worker_init() for a loop other than the worker runtime (tests): watch
@@ -96,6 +108,9 @@ void dns_on_fd(struct worker *w, int fd, uint32_t events);
 /* True while lookups are in flight (for a drain or a test loop). */
 bool dns_busy(const struct worker *w);
 
-#define DNS_CACHE_MAX 2048 /* entries per worker, pending lookups included */
+#define DNS_CACHE_DEFAULT          2048 /* entries per worker without --dns-cache-size */
+#define DNS_PENDING_DEFAULT        4096 /* resolutions per worker without --dns-max-pending */
+#define DNS_PENDING_PER_SOURCE_DIV 8    /* one source may hold 1/8 of them (at least 1) */
+#define DNS_FAIL_TTL_S             5    /* timeouts and server failures are remembered */
 
 #endif

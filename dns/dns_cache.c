@@ -8,6 +8,8 @@
 #include "core/sipuri.h"
 #include "dns/dns-int.h"
 
+#include "core/worker.h"
+
 #define DNS_TTL_MAX_S 3600 /* bounds how stale a changed record can be */
 #define DNS_NEG_TTL_S 30   /* negative answers: at most this, and when no SOA */
 #define DNS_RR_MAX    16   /* records kept from one answer */
@@ -29,7 +31,7 @@ struct dns_centry {
     struct waiter *waiters; /* pending only */
     uint64_t hash;
     uint64_t expires; /* resolved: loop time at which it goes stale */
-    int status;       /* resolved: 0 (rs.n records) or -ENOENT */
+    int status;       /* resolved: 0 (rs.n records), -ENOENT, or a remembered failure */
     bool pending;
     bool in_lru;
     struct dns_rrset rs; /* rs.type is part of the key */
@@ -296,7 +298,22 @@ static int parse_answer(struct dns_rrset *rs, int status, const unsigned char *a
 
 static struct dns_centry **bucket(struct dns_cache *c, uint64_t hash)
 {
-    return &c->buckets[hash & (DNS_CACHE_BUCKETS - 1)];
+    return &c->buckets[hash & c->mask];
+}
+
+int dns__cache_init(struct dns_worker *dw, unsigned max)
+{
+    struct dns_cache *c = &dw->cache;
+    uint64_t nb = 1;
+
+    memset(c, 0, sizeof(*c));
+    c->max = max ? max : DNS_CACHE_DEFAULT;
+    while (nb < c->max) /* at most one entry per chain on average */
+        nb <<= 1;
+    c->buckets = calloc(nb, sizeof(*c->buckets));
+    if (!c->buckets) return -ENOMEM;
+    c->mask = nb - 1;
+    return 0;
 }
 
 static void lru_unlink(struct dns_cache *c, struct dns_centry *e)
@@ -311,6 +328,7 @@ static void lru_unlink(struct dns_cache *c, struct dns_centry *e)
         c->lru_tail = e->prev;
     e->prev = e->next = NULL;
     e->in_lru = false;
+    c->n--;
 }
 
 static void lru_push(struct dns_cache *c, struct dns_centry *e)
@@ -323,6 +341,7 @@ static void lru_push(struct dns_cache *c, struct dns_centry *e)
         c->lru_tail = e;
     c->lru_head = e;
     e->in_lru = true;
+    c->n++;
 }
 
 /* Unlinks e from its bucket and the LRU list and frees it. Not for a
@@ -336,7 +355,6 @@ static void entry_free(struct dns_cache *c, struct dns_centry *e)
         }
     }
     if (e->in_lru) lru_unlink(c, e);
-    c->n--;
     free(e->rs.rr);
     free(e);
 }
@@ -349,27 +367,33 @@ static struct dns_centry *entry_find(struct dns_cache *c, const char *name, uint
     return NULL;
 }
 
-/* A new pending entry, evicting the least recently used resolved one when
- * full. NULL when every entry is pending (-EAGAIN) or out of memory. */
-static struct dns_centry *entry_new(struct dns_worker *dw, const char *name, uint8_t type,
-                                    uint64_t hash, int *err)
+/* Makes room for one more answer: evicts the least recently used ones,
+ * counted when the TTL of one had not ended. */
+static void make_room(struct dns_worker *dw)
 {
     struct dns_cache *c = &dw->cache;
-    size_t len = strlen(name);
-    struct dns_centry *e;
 
-    if (c->n >= DNS_CACHE_MAX) {
-        if (!c->lru_tail) {
-            *err = -EAGAIN;
-            return NULL;
+    while (c->n >= c->max && c->lru_tail) {
+        if (c->lru_tail->expires > dns__now_ms(dw)) {
+            STAT_LIMIT(dw->w, LIMIT_DNS_CACHE);
+            LOG_RL(LOG_INFO,
+                   "dns: cache full, an answer evicted before its TTL (--dns-cache-size %u)",
+                   c->max);
         }
         entry_free(c, c->lru_tail);
     }
-    e = calloc(1, sizeof(*e) + len + 1);
-    if (!e) {
-        *err = -ENOMEM;
-        return NULL;
-    }
+}
+
+/* A new pending entry. NULL when out of memory. Pending entries are not
+ * answers and are not counted in c->n: dns__req_admit() bounds them. */
+static struct dns_centry *entry_new(struct dns_worker *dw, const char *name, uint8_t type,
+                                    uint64_t hash)
+{
+    struct dns_cache *c = &dw->cache;
+    size_t len = strlen(name);
+    struct dns_centry *e = calloc(1, sizeof(*e) + len + 1);
+
+    if (!e) return NULL;
     memcpy(e->name, name, len + 1);
     e->dw = dw;
     e->hash = hash;
@@ -377,7 +401,6 @@ static struct dns_centry *entry_new(struct dns_worker *dw, const char *name, uin
     e->pending = true;
     e->hnext = *bucket(c, hash);
     *bucket(c, hash) = e;
-    c->n++;
     return e;
 }
 
@@ -400,6 +423,13 @@ static void entry_notify(struct dns_centry *e, struct waiter *ws, int err, bool 
     }
 }
 
+/* Failures remembered for DNS_FAIL_TTL_S: the servers did not answer, or
+ * answered with an error. Not -ENOMEM or -ECANCELED: ours, not theirs. */
+static bool is_server_failure(int err)
+{
+    return err == -ETIMEDOUT || err == -ECONNREFUSED || err == -EIO;
+}
+
 /* c-ares query callback: arg is the pending entry. */
 static void on_answer(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 {
@@ -408,8 +438,14 @@ static void on_answer(void *arg, int status, int timeouts, unsigned char *abuf, 
     struct waiter *ws = e->waiters;
     uint32_t ttl;
     int err = parse_answer(&e->rs, status, abuf, alen, &ttl);
-    bool keep = (err == 0 || err == -ENOENT) && ttl > 0 && !dw->closing;
+    bool failed = is_server_failure(err);
+    bool keep;
 
+    if (failed) {
+        STAT_INC(dw->w, dns_failures);
+        ttl = DNS_FAIL_TTL_S;
+    }
+    keep = (err == 0 || err == -ENOENT || failed) && ttl > 0 && !dw->closing;
     /* unreachable servers matter to operators; a lame answer less so */
     if (err == -ETIMEDOUT || err == -ECONNREFUSED)
         LOG_RL(LOG_WARN, "dns: %s type %u: %s", e->name, e->rs.type, ares_strerror(status));
@@ -420,6 +456,7 @@ static void on_answer(void *arg, int status, int timeouts, unsigned char *abuf, 
     e->status = err;
     if (keep) {
         e->expires = dns__now_ms(dw) + (uint64_t)ttl * 1000;
+        make_room(dw);
         lru_push(&dw->cache, e);
     }
     entry_notify(e, ws, err, keep);
@@ -441,30 +478,35 @@ void dns__cache_lookup(struct dns_req *r, const char *name, uint8_t type, uint8_
         e = NULL;
     }
     if (e && !e->pending) {
+        STAT_INC(dw->w, dns_cache_hits);
         lru_unlink(c, e);
         lru_push(c, e);
         dns__rfc3263_answer(r, slot, e->status == 0 ? &e->rs : NULL, e->status);
         dns__rfc3263_release(r);
         return;
     }
+    err = -EAGAIN;
+    if (r->cache_only) goto fail; /* over the pending limits: no query, no waiting */
     x = malloc(sizeof(*x));
     err = -ENOMEM;
     if (!x) goto fail;
     x->req = r;
     x->slot = slot;
     if (!e) {
-        e = entry_new(dw, name, type, hash, &err);
+        e = entry_new(dw, name, type, hash);
         if (!e) {
             free(x);
             goto fail;
         }
         x->next = NULL;
         e->waiters = x;
+        STAT_INC(dw->w, dns_queries);
         /* may call on_answer before returning (e.g. out of sockets):
          * the waiter is in place and e is not touched after */
         ares_query(dw->ch, name, QCLASS_IN, type, on_answer, e);
         return;
     }
+    STAT_INC(dw->w, dns_cache_hits); /* joins the same query in flight */
     x->next = e->waiters;
     e->waiters = x;
     return;
@@ -477,7 +519,7 @@ void dns__cache_clear(struct dns_worker *dw)
 {
     struct dns_cache *c = &dw->cache;
 
-    for (unsigned i = 0; i < DNS_CACHE_BUCKETS; i++) {
+    for (uint64_t i = 0; c->buckets && i <= c->mask; i++) {
         while (c->buckets[i]) {
             struct dns_centry *e = c->buckets[i];
             c->buckets[i] = e->hnext;
@@ -485,6 +527,6 @@ void dns__cache_clear(struct dns_worker *dw)
             free(e);
         }
     }
-    c->n = 0;
-    c->lru_head = c->lru_tail = NULL;
+    free(c->buckets);
+    memset(c, 0, sizeof(*c));
 }

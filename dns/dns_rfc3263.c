@@ -9,8 +9,6 @@
 #include "core/sipuri.h"
 #include "dns/dns-int.h"
 
-#define DNS_MAX_REQS 4096 /* resolutions alive per worker */
-
 enum stage { ST_NAPTR = 1, ST_SRV, ST_ADDR, ST_DONE };
 
 /* Errors that say the servers cannot be reached (or we cannot ask them):
@@ -392,8 +390,9 @@ static void req_first_stage(struct dns_req *r, int port, uint8_t transport, uint
     }
 }
 
-int dns__rfc3263_resolve(struct dns_worker *dw, struct slice host, int port, uint8_t transport,
-                         bool sips, dns_cb cb, void *arg, struct dns_target *out, unsigned *nout)
+int dns__rfc3263_resolve(struct dns_worker *dw, const struct netaddr *src, struct slice host,
+                         int port, uint8_t transport, bool sips, dns_cb cb, void *arg,
+                         struct dns_target *out, unsigned *nout)
 {
     struct dns_req *r;
     uint8_t proto;
@@ -406,31 +405,33 @@ int dns__rfc3263_resolve(struct dns_worker *dw, struct slice host, int port, uin
         host = slice_make(host.ptr + 1, host.len - 2);
     if (memchr(host.ptr, ':', host.len) || sipuri_is_ipv4(host))
         return ip_literal(host, port, proto, out, nout);
-    if (dw->nreqs >= DNS_MAX_REQS) return -EAGAIN;
     r = calloc(1, sizeof(*r));
     if (!r) return -ENOMEM;
-    if (dns__name_copy(host.ptr, host.len, r->host) < 0) {
+    err = dns__name_copy(host.ptr, host.len, r->host) < 0 ? -EINVAL : dns__req_admit(dw, r, src);
+    if (err < 0) {
         free(r);
-        return -EINVAL;
+        return err;
     }
+    r->cache_only = err == 1; /* cached answers still serve it, nothing is sent */
     r->dw = dw;
     r->cb = cb;
     r->arg = arg;
     r->sips = sips;
     r->fallback_proto = proto;
-    dw->nreqs++;
     req_first_stage(r, port, transport, proto);
     req_issue(r);
     if (r->stage == ST_DONE) { /* every step answered from the cache */
         err = r->status;
+        if (err == -EAGAIN && r->cache_only) dns__req_refused(dw, r);
         if (err == 0) {
             memcpy(out, r->out, r->nout * sizeof(*out));
             *nout = r->nout;
             err = 1;
         }
-        dw->nreqs--;
+        dns__req_release(dw, r);
         free(r);
     } else {
+        assert(!r->cache_only); /* it sends nothing, so nothing is left to wait for */
         r->async = true;
         err = 0;
     }

@@ -188,3 +188,28 @@ Test(netaddr, cidr_parse_and_match)
     cr_assert_neq(netaddr_cidr_parse(&c, S("host.example/8")), 0);
     cr_assert_neq(netaddr_cidr_parse(&c, S("::/129")), 0);
 }
+
+Test(netaddr, source_is_the_ip_or_the_ipv6_slash_64)
+{
+    static const struct {
+        const char *a, *b;
+        bool same;
+    } cases[] = {
+        {"127.0.0.2:5060", "127.0.0.2:40000", true},
+        {"127.0.0.2:5060", "127.0.0.3:5060", false},
+        {"[::ffff:10.0.0.1]:5", "10.0.0.1:6", true},
+        {"[2001:db8:1:2::a]:5060", "[2001:db8:1:2:ffff::1]:7", true},
+        {"[2001:db8:1:2::a]:5060", "[2001:db8:1:3::a]:5060", false},
+        {"10.0.0.1:5060", "[2001:db8::1]:5060", false},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct netaddr a, b, sa, sb;
+        cr_assert_eq(netaddr_parse(&a, S(cases[i].a)), 0);
+        cr_assert_eq(netaddr_parse(&b, S(cases[i].b)), 0);
+        netaddr_source(&sa, &a);
+        netaddr_source(&sb, &b);
+        cr_expect_eq(netaddr_eq(&sa, &sb), cases[i].same, "%s vs %s", cases[i].a, cases[i].b);
+        if (cases[i].same) cr_expect_eq(netaddr_hash(0, &sa), netaddr_hash(0, &sb));
+        cr_expect_eq(netaddr_port(&sa), 0);
+    }
+}

@@ -276,6 +276,12 @@ Test(route, rule2_route_by_name_asks_for_dns_then_uses_the_answer)
     decide(&r, FROM_UPSTREAM, &d);
     expect_forward(&d, ROUTE_RULE_ROUTE, SIP_TRANSPORT_TLS, "10.0.2.3", 5061);
     cr_assert_str_eq(d.plan.tls_name, "proxy.example");
+    /* refused by the resolver's limits: 503 with Retry-After */
+    ans = (struct route_dns){.status = -EAGAIN};
+    decide(&r, FROM_UPSTREAM, &d);
+    expect_reply(&d, ROUTE_RULE_ROUTE, 503, "DNS Busy");
+    cr_assert_gt(d.retry_after, 0);
+    view.dns = NULL;
 }
 
 Test(route, rule2_unreachable_route_goes_to_the_sip_server_or_503)
@@ -387,6 +393,12 @@ Test(route, rule4_request_uri_by_name_and_its_failures)
     ans.status = -ETIMEDOUT;
     decide(&r, FROM_UPSTREAM, &d);
     expect_reply(&d, ROUTE_RULE_FROM_UPSTREAM, 503, "DNS Failure");
+    cr_assert_eq(d.retry_after, -1);
+    /* the resolver's limits (--dns-max-pending): overload, 503 with Retry-After */
+    ans.status = -EAGAIN;
+    decide(&r, FROM_UPSTREAM, &d);
+    expect_reply(&d, ROUTE_RULE_FROM_UPSTREAM, 503, "DNS Busy");
+    cr_assert_gt(d.retry_after, 0);
     ans = (struct route_dns){.status = 0, .n = 1};
     ans.t[0].proto = SIP_TRANSPORT_UDP;
     ans.t[0].addr = parsed_addr("10.0.3.4", 5060);

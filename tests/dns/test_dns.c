@@ -22,6 +22,7 @@
 #include "core/sipuri.h"
 #include "core/timer.h"
 #include "core/worker.h"
+#include "dns/dns-int.h"
 #include "dns/dns.h"
 
 #define WAIT_LIMIT_MS 10000 /* any one resolution; the timeout case needs ~3 s */
@@ -31,7 +32,9 @@ static struct worker *w;
 static int epfd = -1;
 static int blackhole = -1; /* a "server" that reads queries and never answers */
 static pid_t dnsmasq = -1;
-static uint64_t clock_skew; /* added to the clock: lets cached answers expire */
+static uint64_t clock_skew;        /* added to the clock: lets cached answers expire */
+static const struct netaddr *src;  /* who resolve_into() resolves for (NULL: sipedge) */
+static unsigned blackhole_queries; /* datagrams the silent server received */
 
 static uint64_t now_ms(void)
 {
@@ -68,7 +71,7 @@ static void loop_turn(int max_ms)
         if (ev[i].data.fd == blackhole) {
             char buf[512];
             while (recv(blackhole, buf, sizeof(buf), MSG_DONTWAIT) > 0)
-                ; /* drop */
+                blackhole_queries++; /* dropped */
             continue;
         }
         dns_on_fd(w, ev[i].data.fd, ev[i].events);
@@ -105,8 +108,8 @@ static void on_done(struct worker *wk, void *arg, int status, const struct dns_t
 static int resolve_into(const char *host, int port, uint8_t transport, bool sips, struct result *r)
 {
     unsigned n = 99;
-    int rc =
-        dns_resolve(w, slice_make(host, strlen(host)), port, transport, sips, on_done, r, r->t, &n);
+    int rc = dns_resolve(w, src, slice_make(host, strlen(host)), port, transport, sips, on_done, r,
+                         r->t, &n);
     if (rc == 1) {
         r->status = 0;
         r->n = n;
@@ -288,9 +291,14 @@ static void stop_dnsmasq(void)
 
 /* ---- fixtures ------------------------------------------------------------- */
 
+static unsigned small_limits; /* --dns-max-pending and --dns-cache-size for setup_worker() */
+
 static void setup_worker(int server_port, bool v4_listener_only)
 {
     memset(&cfg, 0, sizeof(cfg));
+    cfg.dns_max_pending = cfg.dns_cache_size = small_limits;
+    src = NULL;
+    blackhole_queries = 0;
     snprintf(cfg.dns_servers[0], sizeof(cfg.dns_servers[0]), "127.0.0.1:%d", server_port);
     cfg.ndns = 1;
     if (v4_listener_only) {
@@ -320,6 +328,12 @@ static void setup_dnsmasq_v4(void)
     int port = free_udp_port();
     start_dnsmasq(port);
     setup_worker(port, true);
+}
+
+static void setup_dnsmasq_small(void)
+{
+    small_limits = 16; /* 2 per source */
+    setup_dnsmasq();
 }
 
 static void setup_blackhole(void)
@@ -356,6 +370,20 @@ TestSuite(dns, .init = setup_dnsmasq, .fini = teardown, .timeout = 30);
 TestSuite(dns_v4, .init = setup_dnsmasq_v4, .fini = teardown, .timeout = 30);
 /* a server that never answers */
 TestSuite(dns_silent, .init = setup_blackhole, .fini = teardown, .timeout = 30);
+/* --dns-max-pending 16 --dns-cache-size 16 */
+TestSuite(dns_small, .init = setup_dnsmasq_small, .fini = teardown, .timeout = 30);
+
+static uint64_t stat_limit(enum stat_limit l)
+{
+    return atomic_load(&w->stats.limit_hits[l]);
+}
+
+static struct netaddr source(const char *hostport)
+{
+    struct netaddr a;
+    cr_assert_eq(netaddr_parse(&a, slice_make(hostport, strlen(hostport))), 0);
+    return a;
+}
 
 /* ---- cases -------------------------------------------------------------- */
 
@@ -567,8 +595,8 @@ Test(dns, concurrent_identical_lookups_each_get_one_callback)
 
     memset(r, 0, sizeof(r));
     for (int i = 0; i < 6; i++) {
-        cr_assert_eq(dns_resolve(w, SLICE_LIT("naptr.test"), 0, SIP_TRANSPORT_NONE, false, on_done,
-                                 &r[i], r[i].t, &n),
+        cr_assert_eq(dns_resolve(w, NULL, SLICE_LIT("naptr.test"), 0, SIP_TRANSPORT_NONE, false,
+                                 on_done, &r[i], r[i].t, &n),
                      0);
     }
     run_idle();
@@ -641,7 +669,96 @@ Test(dns_silent, cleanup_cancels_pending_lookups_once)
         cr_assert_eq(r[i].status, -ECANCELED);
     }
     cr_assert_eq(r[0].chain_rc, -ESHUTDOWN);
-    cr_assert_eq(dns_resolve(w, SLICE_LIT("a.test"), 0, 0, false, on_done, &late, late.t, &n),
+    cr_assert_eq(dns_resolve(w, NULL, SLICE_LIT("a.test"), 0, 0, false, on_done, &late, late.t, &n),
                  -ESHUTDOWN);
     dns_worker_cleanup(w); /* NULL-safe */
+}
+
+Test(dns_silent, failures_are_remembered_for_a_few_seconds)
+{
+    struct result r;
+    unsigned sent;
+
+    cr_assert_eq(resolve("dead.test", 0, SIP_TRANSPORT_NONE, false, &r), 0);
+    cr_assert_eq(r.status, -ETIMEDOUT);
+    sent = blackhole_queries;
+    cr_assert_geq(sent, 1);
+    cr_assert_geq(atomic_load(&w->stats.dns_failures), 1);
+    /* a flood for the dead name costs no query while it is remembered */
+    for (int i = 0; i < 20; i++)
+        cr_assert_eq(resolve("dead.test", 0, SIP_TRANSPORT_NONE, false, &r), -ETIMEDOUT);
+    loop_turn(50);
+    cr_assert_eq(blackhole_queries, sent, "%u queries, want %u", blackhole_queries, sent);
+    cr_assert_geq(atomic_load(&w->stats.dns_cache_hits), 20);
+    /* and asks again once DNS_FAIL_TTL_S has passed */
+    clock_skew += DNS_FAIL_TTL_S * 1000 + 500;
+    loop_turn(0);
+    memset(&r, 0, sizeof(r));
+    cr_assert_eq(resolve_into("dead.test", 0, SIP_TRANSPORT_NONE, false, &r), 0);
+    loop_turn(50);
+    cr_assert_gt(blackhole_queries, sent);
+    teardown(); /* r lives on this stack: cancel it here */
+    cr_assert_eq(r.calls, 1);
+    cr_assert_eq(r.status, -ECANCELED);
+}
+
+Test(dns_small, pending_lookups_are_capped_per_source_and_per_worker)
+{
+    struct result r, p[20];
+    struct netaddr srcs[10];
+    char name[32], addr[32];
+    unsigned k = 0;
+
+    /* a.test in the cache (A; AAAA is NODATA) */
+    cr_assert_eq(resolve("a.test", 5060, SIP_TRANSPORT_NONE, false, &r), 0);
+    for (int i = 0; i < 10; i++) {
+        snprintf(addr, sizeof(addr), "127.0.0.%d:5060", i + 2);
+        srcs[i] = source(addr);
+    }
+    /* one source holds 16 / 8 = 2 resolutions in flight (one SRV query each) */
+    memset(p, 0, sizeof(p));
+    src = &srcs[0];
+    for (; k < 2; k++) {
+        snprintf(name, sizeof(name), "p%u.test", k);
+        cr_assert_eq(resolve_into(name, 0, SIP_TRANSPORT_UDP, false, &p[k]), 0);
+    }
+    struct netaddr other_port = source("127.0.0.2:7000"); /* the same source */
+    src = &other_port;
+    cr_assert_eq(resolve_into("q.test", 0, SIP_TRANSPORT_UDP, false, &r), -EAGAIN);
+    cr_assert_eq(stat_limit(LIMIT_DNS_PENDING), 1);
+    /* over its share, a source is still answered from the cache */
+    cr_assert_eq(resolve_into("a.test", 5060, SIP_TRANSPORT_NONE, false, &r), 1);
+    cr_assert_geq(atomic_load(&w->stats.dns_cache_hits), 1);
+    /* others have their own share, up to 16 in all */
+    for (int i = 1; i < 8; i++) {
+        src = &srcs[i];
+        for (int j = 0; j < 2; j++, k++) {
+            snprintf(name, sizeof(name), "p%u.test", k);
+            cr_assert_eq(resolve_into(name, 0, SIP_TRANSPORT_UDP, false, &p[k]), 0, "%s", name);
+        }
+    }
+    src = &srcs[8];
+    cr_assert_eq(resolve_into("q.test", 0, SIP_TRANSPORT_UDP, false, &r), -EAGAIN);
+    cr_assert_eq(stat_limit(LIMIT_DNS_PENDING), 2);
+    /* sipedge's own lookups are never refused by these limits */
+    src = NULL;
+    memset(&p[k], 0, sizeof(p[k]));
+    cr_assert_eq(resolve_into("own.test", 0, SIP_TRANSPORT_UDP, false, &p[k++]), 0);
+    cr_assert_eq(stat_limit(LIMIT_DNS_PENDING), 2);
+    cr_assert_eq(atomic_load(&w->stats.dns_queries), 2 + 17, "queries %llu",
+                 (unsigned long long)atomic_load(&w->stats.dns_queries));
+    cr_assert_eq(stat_limit(LIMIT_DNS_CACHE), 0);
+    run_idle();
+    for (unsigned i = 0; i < k; i++)
+        cr_assert_eq(p[i].calls, 1, "p%u: %d callbacks", i, p[i].calls);
+    /* 17 names x (SRV, A, AAAA) answers (NXDOMAIN) for a 16-answer cache:
+     * the oldest went before their TTL, counted */
+    cr_assert_leq(w->dns->cache.n, 16);
+    cr_assert_gt(stat_limit(LIMIT_DNS_CACHE), 0);
+    /* all finished: the first source has its share back */
+    src = &srcs[0];
+    memset(&r, 0, sizeof(r));
+    cr_assert_eq(resolve_into("q.test", 0, SIP_TRANSPORT_UDP, false, &r), 0);
+    run_idle();
+    cr_assert_eq(r.calls, 1, "%d calls", r.calls);
 }

@@ -84,6 +84,8 @@ calls="$py $here/run_sipp_calls.py --proxy $proxy"
 [ "$proxy" = sipedge ] && step "connection limits: slowloris, TLS handshakes, idle, per-IP, slow readers" 240 $py "$here/test_limits_conn.py"
 [ "$proxy" = sipedge ] && step "SIP Server and peer site by name (SRV, A)" 150 $py "$here/test_upstream_dns.py"
 [ "$proxy" = sipedge ] && step "built-in registrar: digest, certificates, ownership, limits" 240 $py "$here/test_registrar.py"
+[ "$proxy" = sipedge ] && step "limits under abuse: DNS names, management port, per-source INVITEs" 200 \
+  $py "$here/test_limits_abuse.py"
 if [ "$proxy" = sipedge ]; then
   step "torture corpus (udp, tcp, tcp byte by byte)" 900 $py "$here/test_torture.py"
 fi
