@@ -7,7 +7,9 @@ upstream SIP Server, so it reads from each relayed REGISTER's Via branch
 which worker owns the phone's connection. It then plays the SIP Server
 sending INVITEs routed by the phone's flow token (Route: <sip:TOKEN@sipedge;lr>)
 from UDP sockets whose packets the kernel gives to worker 0 or to worker 1
-(found by probing: the branch of sipedge's Via on the INVITE the phone gets
+(each socket of the pool is a --peer site of sipedge's, since a Path token
+serves only the SIP Server and peers; which worker each lands on is found by
+probing: the branch of sipedge's Via on the INVITE the phone gets
 names the worker that took the UDP packet). An INVITE whose UDP worker owns
 the phone's connection is written straight out; otherwise it crosses through
 the ring (plus an eventfd wake-up when the owner sleeps).
@@ -146,6 +148,11 @@ def main():
         pu, ps = lib.free_port(), lib.free_port()
         extra = (["--tls-cert", f"{certs}/server.crt", "--tls-key", f"{certs}/server.key"]
                  if a.transport == "tls" else [])
+        # candidate senders, trusted as peer sites (edge policy); 12 sockets
+        # all landing on one worker is a 1 in 2048 chance
+        pool = [udp() for _ in range(12)]
+        for k, s in enumerate(pool):
+            extra += ["--peer", f"s{k}.bench.test=sip:127.0.0.1:{s.getsockname()[1]};transport=udp"]
         lib.start_sipedge(h, [("udp", "127.0.0.1", pu), (a.transport, "127.0.0.1", ps)],
                           upstream=f"sip:127.0.0.1:{up_port};transport=udp", workers=2,
                           extra=extra)
@@ -175,12 +182,9 @@ def main():
 
         # senders: find one UDP source port that lands on each worker
         senders = {}
-        for _ in range(64):
-            s = udp()
+        for s in pool:
             _, w = invite(s, se_udp, phones[0])
-            if w in senders:
-                s.close()
-            else:
+            if w not in senders:
                 senders[w] = s
             if len(senders) == 2:
                 break
@@ -211,7 +215,7 @@ def main():
         for p in phones:
             p.s.close()
         up.close()
-        for s in senders.values():
+        for s in pool:
             s.close()
 
 

@@ -17,7 +17,8 @@ struct fwd_lines {
     char via[512];
     char rr[768];
     char path[512];
-    char token[FLOWTOKEN_STR_LEN + 1];
+    char token[FLOWTOKEN_STR_LEN + 1];     /* the sender's flow */
+    char hop_token[FLOWTOKEN_STR_LEN + 1]; /* the next hop's, towards an endpoint */
 };
 
 /* "Name: <sip:[token@]host:port;transport=x;lr[;ob]>\r\n" for one of our
@@ -123,41 +124,55 @@ static void mark_sender_via(struct rewrite *rw, const struct sip_msg *m, const s
         rewrite_via_received(rw, tvh, SLICE_NULL, netaddr_port(&rx->src));
 }
 
-/* A flow token naming the connection an endpoint's request came on, so
- * later requests routed through our Record-Route or Path entry go back over
- * that very connection (RFC 5626 §5.2 style). NULL when none applies (from
- * the SIP Server or a peer; an endpoint's non-REGISTER over UDP). */
-static const char *flow_token(struct worker *w, const struct rx_info *rx, const struct sip_msg *m,
-                              const struct route_plan *rp, struct fwd_lines *l)
+/* A flow token of kind `kind` (Record-Route tokens bound to m's Call-ID)
+ * for the flow proto/peer/conn, into out; NULL when it does not fit. */
+static const char *flow_token(struct worker *w, uint8_t kind, uint8_t proto,
+                              const struct netaddr *peer, conn_ref conn, const struct sip_msg *m,
+                              char *out, size_t cap)
 {
-    if (!rp->from_endpoint || (m->method != SIP_METHOD_REGISTER && rx->proto == SIP_TRANSPORT_UDP))
-        return NULL;
-    size_t tn = flowtoken_encode(proxy__of(w)->key, rx->conn, rx->proto, &rx->src, l->token,
-                                 sizeof l->token);
-    l->token[tn] = 0;
-    return tn ? l->token : NULL;
+    struct flowtoken t = {.kind = kind, .proto = proto, .conn = conn, .peer = *peer};
+    size_t tn = flowtoken_encode(proxy__of(w)->key, &t, m->call_id, out, cap - 1);
+    out[tn] = 0;
+    return tn ? out : NULL;
 }
 
 /* Record-Route on dialog-creating requests; two entries when the transport
  * or interface changes (RFC 5658): the top one faces the next hop, the
- * second faces the sender and carries the flow token. Path on a REGISTER
+ * second faces the sender. An endpoint's entry carries a token naming the
+ * connection its request came on, so later requests of the dialog routed
+ * through it go back over that very connection (RFC 5626 §5.2 style); over
+ * UDP only between two endpoints (the built-in registrar's calls), which
+ * always get both entries, each with the token of the end it faces, so that
+ * each end's in-dialog requests reach the other (edge policy: an endpoint
+ * reaches only flows sipedge holds). Path, with a token, on a REGISTER
  * relayed to the SIP Server (RFC 3327). */
 static void add_record_route_path(struct worker *w, struct rewrite *rw, const struct rx_info *rx,
                                   const struct sip_msg *m, const struct route_plan *rp, int out_l,
                                   struct fwd_lines *l)
 {
-    const char *tok = flow_token(w, rx, m, rp, l);
+    bool ep = rp->from_endpoint;
     if (route_creates_dialog(m)) {
+        bool both = ep && rp->to_endpoint;
+        const char *tok = ep && (both || rx->proto != SIP_TRANSPORT_UDP)
+                              ? flow_token(w, FLOWTOKEN_RR, rx->proto, &rx->src, rx->conn, m,
+                                           l->token, sizeof l->token)
+                              : NULL;
+        const char *hop = both ? flow_token(w, FLOWTOKEN_RR, rp->proto, &rp->dst, rp->conn, m,
+                                            l->hop_token, sizeof l->hop_token)
+                               : NULL;
         int in_l = rx->listener;
-        bool twice = in_l != out_l || rx->proto != rp->proto;
-        int rrn = own_uri_line(w, "Record-Route", out_l, rp->proto, twice ? NULL : tok, false,
-                               l->rr, sizeof l->rr);
+        bool twice = both || in_l != out_l || rx->proto != rp->proto;
+        int rrn = own_uri_line(w, "Record-Route", out_l, rp->proto, twice ? hop : tok, false, l->rr,
+                               sizeof l->rr);
         if (twice)
             rrn += own_uri_line(w, "Record-Route", in_l, rx->proto, tok, false, l->rr + rrn,
                                 sizeof l->rr - (size_t)rrn);
         rewrite_add_before(rw, m, SIP_HDR_RECORD_ROUTE, slice_make(l->rr, (size_t)rrn));
     }
     if (m->method == SIP_METHOD_REGISTER && rp->to_upstream) {
+        const char *tok = ep ? flow_token(w, FLOWTOKEN_PATH, rx->proto, &rx->src, rx->conn, m,
+                                          l->token, sizeof l->token)
+                             : NULL;
         int pn = own_uri_line(w, "Path", out_l, rp->proto, tok, supports_outbound(m), l->path,
                               sizeof l->path);
         rewrite_add_before(rw, m, SIP_HDR_PATH, slice_make(l->path, (size_t)pn));
@@ -191,9 +206,26 @@ static ssize_t build_forwarded(struct worker *w, const struct rx_info *rx, const
     return rewrite_build(&rw, proxy__of(w)->out, OUT_CAP);
 }
 
+/* Transaction x's request never left: its sender gets `code` at once. */
+static void unsent(struct worker *w, struct txn *x, const struct sip_msg *m, int code,
+                   const char *warning)
+{
+    txn__reply(w, x, m, code, warning);
+    x->state = TXN_COMPLETED;
+    x->ack_seen = true;
+    txn__linger(w, x);
+}
+
+/* The flow x was to go over is gone (RFC 5626 §5.3): 430 Flow Failed. */
+static void flow_failed(struct worker *w, struct txn *x, const struct sip_msg *m)
+{
+    STAT_REFUSED(w, REFUSE_FLOW_GONE);
+    unsent(w, x, m, 430, NULL);
+}
+
 /* Sends the forwarded request (n bytes in proxy__of(w)->out) as transaction x:
  * 100 Trying first for INVITE, then the request; when it cannot leave,
- * 480 (a phone's flow) or 503 towards the sender. */
+ * 430 (a phone's flow failed) or 503 towards the sender. */
 static void send_stateful(struct worker *w, const struct rx_info *rx, const struct sip_msg *m,
                           const struct route_plan *rp, struct txn *x, size_t n)
 {
@@ -210,10 +242,12 @@ static void send_stateful(struct worker *w, const struct rx_info *rx, const stru
     int rc = txn__send_client(w, x, x->req, x->req_len);
     if (rc < 0) {
         LOG_RL(LOG_WARN, "forwarding failed: %s", strerror(-rc));
-        txn__reply(w, x, m, rp->conn != CONN_REF_NONE ? 480 : 503, "Next Hop Unreachable");
-        x->state = TXN_COMPLETED;
-        x->ack_seen = true;
-        txn__linger(w, x);
+        /* a flow that cannot carry it (closed, reset) failed; a full ring
+         * or no memory is our own overload */
+        if (rp->conn != CONN_REF_NONE && rc != -EAGAIN && rc != -ENOMEM)
+            flow_failed(w, x, m);
+        else
+            unsent(w, x, m, 503, "Next Hop Unreachable");
         return;
     }
     txn__arm(w, x);
@@ -252,4 +286,26 @@ void forward__request(struct worker *w, const struct rx_info *rx, const struct s
     worker_send(w, rp->proto, rp->proto == SIP_TRANSPORT_UDP ? out_l : -1, &rp->dst, rp->conn,
                 rp->tls_name[0] ? rp->tls_name : NULL, p->out, (size_t)n, &used);
     STAT_INC(w, forwarded);
+}
+
+void forward__undelivered(struct worker *w, conn_ref conn, char *buf, size_t len)
+{
+    struct proxy_worker *p = w->layer;
+    struct sip_msg m;
+    struct sip_hdr hdrs[MAX_HDRS];
+    struct sip_via via;
+    struct branch_id id;
+    /* our own forwarded request, but parsed like any bytes: the top Via's
+     * branch names the transaction (a response, ACK or CANCEL waits for
+     * nothing: their loss is for retransmissions and timers to handle) */
+    if (sipmsg_parse(buf, len, &m, hdrs, &p->lim, 0) < 0 || !m.is_request ||
+        !sipmsg_hdr(&m, SIP_HDR_VIA) ||
+        sipuri_parse_via(sipmsg_hdr(&m, SIP_HDR_VIA)->value, &via) < 0 ||
+        !branch_decode(via.branch, &id) || id.worker != w->id)
+        return;
+    struct txn *x = txn_find_slot(&p->txns, id.slot, id.gen);
+    if (!x || x->probe || x->out_conn != conn || x->method != m.method || x->state == TXN_COMPLETED)
+        return;
+    LOG_RL(LOG_INFO, "flow gone before the request could be written: 430");
+    flow_failed(w, x, &m);
 }

@@ -125,10 +125,15 @@ enum route_action route__decide(struct worker *w, struct route_view *v, const st
 
 /* core/forward.c: forwards request m (buf, len as received) along rp,
  * creating its transaction under server key `key` (none for ACK), or
- * answers it when it cannot go (403, 503, 513, 480). */
+ * answers it when it cannot go (403, 503, 513, 430). */
 void forward__request(struct worker *w, const struct rx_info *rx, const struct sip_msg *m,
                       const char *buf, size_t len, const struct route_plan *rp, const char *key,
                       size_t key_len);
+
+/* core/forward.c: buf (len bytes, writable) is what this worker handed to
+ * the owner of connection conn, which could not write it (the connection
+ * closed): a request of a live transaction gets 430 Flow Failed at once. */
+void forward__undelivered(struct worker *w, conn_ref conn, char *buf, size_t len);
 
 /* core/response.c: a parsed response: handed to the worker owning its
  * transaction, or relayed through it. */

@@ -274,9 +274,12 @@ static void act(struct worker *w, const struct rx_info *rx, const struct sip_msg
         registrar__register(w, rx, m);
         return;
     case ROUTE_REPLY:
-        if (d->forged_token) {
-            STAT_INC(w, bad_msgs);
-            LOG_RL(LOG_WARN, "forged flow token in Route");
+        if (d->refusal >= 0) {
+            char a[NETADDR_STRLEN] = "?";
+            STAT_REFUSED(w, d->refusal);
+            netaddr_str(&rx->src, a, sizeof a);
+            LOG_RL(LOG_INFO, "refused %.*s from %s: %d %s", (int)m->method_name.len,
+                   m->method_name.ptr, a, d->code, d->warning ? d->warning : "");
         }
         if (d->retry_after >= 0)
             reply__send_retry(w, rx, m, d->code, d->warning, (unsigned)d->retry_after);
@@ -419,7 +422,10 @@ void proxy_on_message(struct worker *w, const struct rx_info *rx, char *buf, siz
 
 void proxy_on_worker_msg(struct worker *w, struct worker_msg *m)
 {
-    if (m->kind == WMSG_SIP) proxy__process(w, &m->rx, m->data, m->len);
+    if (m->kind == WMSG_SIP)
+        proxy__process(w, &m->rx, m->data, m->len);
+    else if (m->kind == WMSG_SEND_FAILED && w->layer)
+        forward__undelivered(w, m->conn, m->data, m->len);
     worker_msg_free(m);
 }
 

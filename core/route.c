@@ -1,6 +1,8 @@
-/* The routing decision (ARCHITECTURE §2 rules 1-5), its worker view and DNS parking. */
+/* The routing decision (ARCHITECTURE §2 rules 1-5 and the edge policy), its
+ * worker view and DNS parking. */
 #include "core/route.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,7 +20,13 @@ static int default_port(uint8_t proto)
 
 bool route_host_is_ours(const struct route_view *v, struct slice host, int port)
 {
-    return v->is_ours(v->ours_ctx, host, port);
+    if (v->is_ours(v->ours_ctx, host, port)) return true;
+    /* --domain: served as our own (Kamailio's alias), whatever the port */
+    for (unsigned i = 0; i < v->cfg->ndomains; i++) {
+        const char *dn = v->cfg->domains[i];
+        if (slice_case_eq(host, slice_make(dn, strlen(dn)))) return true;
+    }
+    return false;
 }
 
 bool route_uri_is_ours(const struct route_view *v, const struct sip_uri *u)
@@ -71,11 +79,14 @@ struct decide {
     struct sip_uri ruri;
     bool local_ruri;   /* the Request-URI names one of our addresses */
     bool upstream_src; /* from the SIP Server or a peer */
-    /* a valid flow token in one of our popped Routes */
+    bool in_dialog;    /* To carries a tag */
+    /* a valid flow token in the last of our popped Routes (the entry facing
+     * the next hop), naming a flow other than the sender's */
     bool has_flow;
-    uint64_t flow_conn;
-    uint8_t flow_proto;
-    struct netaddr flow_peer;
+    struct flowtoken flow;
+    /* rule 2: the Route followed; rule 3: where the binding registered from */
+    struct sip_uri hop;
+    struct netaddr binding_src;
 };
 
 static bool decide_reply(struct decide *c, enum route_rule rule, int code, const char *warning)
@@ -85,6 +96,14 @@ static bool decide_reply(struct decide *c, enum route_rule rule, int code, const
     c->d->code = code;
     c->d->warning = warning;
     return true;
+}
+
+/* A reply that refuses what an outsider asked for, counted by reason. */
+static bool decide_refuse(struct decide *c, enum route_rule rule, int code, const char *warning,
+                          enum stat_refusal why)
+{
+    c->d->refusal = (int)why;
+    return decide_reply(c, rule, code, warning);
 }
 
 static bool decide_forward(struct decide *c, enum route_rule rule)
@@ -149,8 +168,49 @@ static bool dns_refused(struct decide *c, int rc)
     return true;
 }
 
+/* The stream connection sipedge holds to proto/dst (whichever worker owns
+ * it), or CONN_REF_NONE. */
+static conn_ref held_flow(const struct decide *c, uint8_t proto, const struct netaddr *dst)
+{
+    struct flow_entry fe;
+    if (proto == SIP_TRANSPORT_UDP || !flowmap_lookup(c->v->flows, proto, dst, &fe))
+        return CONN_REF_NONE;
+    return fe.conn;
+}
+
+/* Rule 1: a flow token in one of our Route entries, checked against the use
+ * it was handed out for (edge policy): a forged one is refused; a Path token
+ * serves only requests from the SIP Server or a peer, a Record-Route token
+ * only its own dialog (from an endpoint: a request inside it). A token
+ * naming the sender's own flow delivers nothing: it is just our route. True
+ * after deciding a refusal. */
+static bool check_token(struct decide *c, struct slice user)
+{
+    struct flowtoken t;
+    switch (flowtoken_decode(c->v->key, user, c->m->call_id, &t)) {
+    case FLOWTOKEN_MALFORMED:
+        return false; /* a user part that is not a token of ours */
+    case FLOWTOKEN_FORGED:
+        return decide_refuse(c, ROUTE_RULE_OURS, 403, "Invalid Flow Token", REFUSE_TOKEN_FORGED);
+    case FLOWTOKEN_OTHER_DIALOG:
+        return decide_refuse(c, ROUTE_RULE_OURS, 403, "Flow Token Of Another Dialog",
+                             REFUSE_TOKEN_MISUSE);
+    case FLOWTOKEN_OK:
+        break;
+    }
+    if (t.proto == c->rx->proto && netaddr_eq(&t.peer, &c->rx->src)) return false;
+    if (!c->upstream_src && (t.kind == FLOWTOKEN_PATH || !c->in_dialog))
+        return decide_refuse(c, ROUTE_RULE_OURS, 403, "Flow Token Not For Endpoints",
+                             REFUSE_TOKEN_MISUSE);
+    c->flow = t;
+    c->has_flow = true;
+    return false;
+}
+
 /* Rule 1: pops our own Route entries (one, or two after a double
- * Record-Route) and keeps a valid flow token found in them. */
+ * Record-Route) and checks the tokens in them. The entry popped last faces
+ * the next hop (a route set runs from the sender's side to the far end),
+ * so its token, if any, names the flow to deliver on. */
 static bool pop_own_routes(struct decide *c)
 {
     const struct sip_msg *m = c->m;
@@ -161,42 +221,31 @@ static bool pop_own_routes(struct decide *c)
             return decide_reply(c, ROUTE_RULE_OURS, 400, "Bad Route");
         if (!route_uri_is_ours(c->v, &ra.uri)) break;
         c->d->plan.npop++;
-        if (ra.uri.user.len == 0 || c->has_flow) continue;
-        switch (flowtoken_decode(c->v->key, ra.uri.user, &c->flow_conn, &c->flow_proto,
-                                 &c->flow_peer)) {
-        case FLOWTOKEN_OK:
-            c->has_flow = true;
-            break;
-        case FLOWTOKEN_FORGED:
-            c->d->forged_token = true;
-            return decide_reply(c, ROUTE_RULE_OURS, 403, "Invalid Flow Token");
-        case FLOWTOKEN_MALFORMED:
-            break; /* a user part that is not a token of ours */
-        }
+        c->has_flow = false;
+        if (ra.uri.user.len && check_token(c, ra.uri.user)) return true;
     }
     return false;
 }
 
-/* Rule 1: a flow token delivers over that flow, unless the request comes
- * from the flow's own endpoint (then the token is just our Record-Route) or
- * more Routes follow ours (loose routing continues past us). */
+/* Rule 1: a flow token delivers over that flow, unless more Routes follow
+ * ours (loose routing continues past us). */
 static bool deliver_on_flow(struct decide *c)
 {
     struct route_plan *rp = &c->d->plan;
-    if (!c->has_flow || (c->rx->proto == c->flow_proto && netaddr_eq(&c->rx->src, &c->flow_peer)) ||
-        c->m->count[SIP_HDR_ROUTE] > rp->npop)
-        return false;
-    rp->proto = c->flow_proto;
-    rp->dst = c->flow_peer;
-    if (c->flow_proto == SIP_TRANSPORT_UDP) return decide_forward(c, ROUTE_RULE_OURS);
+    if (!c->has_flow || c->m->count[SIP_HDR_ROUTE] > rp->npop) return false;
+    rp->proto = c->flow.proto;
+    rp->dst = c->flow.peer;
+    rp->to_endpoint = true;
+    if (c->flow.proto == SIP_TRANSPORT_UDP) return decide_forward(c, ROUTE_RULE_OURS);
     /* The token names one connection: a newer connection from the same
      * address (the phone reconnected, or another device behind the same NAT
      * binding) is another flow, with its own token, so a stale token gets
      * 430 and never reaches it (RFC 5626 §5.3). */
-    struct flow_entry fe;
-    if (!flowmap_lookup(c->v->flows, c->flow_proto, &c->flow_peer, &fe) || fe.conn != c->flow_conn)
-        return decide_reply(c, ROUTE_RULE_OURS, 430, NULL);
-    rp->conn = fe.conn;
+    rp->conn = held_flow(c, c->flow.proto, &c->flow.peer);
+    if (rp->conn == CONN_REF_NONE || rp->conn != c->flow.conn) {
+        rp->conn = CONN_REF_NONE;
+        return decide_refuse(c, ROUTE_RULE_OURS, 430, NULL, REFUSE_FLOW_GONE);
+    }
     return decide_forward(c, ROUTE_RULE_OURS);
 }
 
@@ -209,7 +258,11 @@ static bool follow_route(struct decide *c)
     if (c->m->count[SIP_HDR_ROUTE] <= rp->npop) return false;
     const struct sip_hdr *r = sipmsg_hdr_nth(c->m, SIP_HDR_ROUTE, rp->npop);
     struct sip_addr ra;
-    int rc = sipuri_parse_addr(r->value, &ra) == 0 ? next_hop(c, &ra.uri) : -EINVAL;
+    int rc = -EINVAL;
+    if (sipuri_parse_addr(r->value, &ra) == 0) {
+        c->hop = ra.uri;
+        rc = next_hop(c, &ra.uri);
+    }
     if (rc == 1) return decide_resolve(c, ROUTE_RULE_ROUTE, &ra.uri);
     if (rc == 0 && config_pick_listener(c->v->cfg, rp->proto, rp->dst.sa.sa_family) >= 0)
         return decide_forward(c, ROUTE_RULE_ROUTE);
@@ -263,6 +316,8 @@ static bool find_binding(struct decide *c)
     struct sip_uri cu;
     if (sipuri_parse(slice_make(rp->new_ruri, rp->new_ruri_len), &cu) < 0)
         return decide_reply(c, ROUTE_RULE_LOCATION, 500, "Bad Binding");
+    c->binding_src = b.src;
+    rp->to_endpoint = true;
     if (b.proto != SIP_TRANSPORT_UDP) {
         rp->proto = b.proto;
         rp->dst = b.src;
@@ -311,9 +366,8 @@ static bool to_request_uri(struct decide *c)
                             : code == 404          ? "Unresolvable Request-URI"
                                                    : "DNS Failure");
     }
-    struct flow_entry fe;
-    if (rp->proto != SIP_TRANSPORT_UDP && flowmap_lookup(c->v->flows, rp->proto, &rp->dst, &fe))
-        rp->conn = fe.conn;
+    rp->conn = held_flow(c, rp->proto, &rp->dst);
+    rp->to_endpoint = rp->conn != CONN_REF_NONE;
     return decide_forward(c, ROUTE_RULE_FROM_UPSTREAM);
 }
 
@@ -328,23 +382,135 @@ static bool to_upstream(struct decide *c)
     return decide_forward(c, ROUTE_RULE_TO_UPSTREAM);
 }
 
+/* ---- the edge policy (ARCHITECTURE §2) -----------------------------------------
+ * What sipedge refuses to do for an endpoint (any sender that is not the SIP
+ * Server pair or a --peer, which keep full RFC 3261 routing), in one place:
+ *  - preloaded Routes on an endpoint's initial request are removed, except
+ *    our own on top (Kamailio's remove_hf("Route")): it goes where the
+ *    Request-URI rules send it, the SIP Server in practice;
+ *  - its request goes only to the SIP Server pair or a peer (configured by
+ *    the operator, so allowed on any address), or a flow or binding sipedge
+ *    holds; anything else is 403, and a name is not even resolved;
+ *  - a binding whose Contact points elsewhere than where it registered from
+ *    may reach a loopback, private or link-local address only inside an
+ *    --allow-destination prefix, and never the management port;
+ *  - flow tokens serve only the use they were handed out for (check_token). */
+
+static bool upstream_has_addr(const struct upstream *u, const struct netaddr *a)
+{
+    if (u->resolved && netaddr_eq(&u->addr, a)) return true;
+    for (unsigned i = 0; i < u->ntargets && i < DNS_MAX_TARGETS; i++)
+        if (netaddr_eq(&u->targets[i].addr, a)) return true;
+    return false;
+}
+
+/* Does u name, by name, the host of SIP Server or peer s (and its port, if
+ * u gives one)? An address is compared once known, port included. */
+static bool upstream_has_name(const struct upstream *s, const struct sip_uri *u)
+{
+    struct slice h = u->maddr.len ? u->maddr : u->host;
+    struct slice sh = s->uri.maddr.len ? s->uri.maddr : s->uri.host;
+    return !sipuri_is_ipv4(h) && !sipuri_is_ipv6(h) && slice_case_eq(h, sh) &&
+           (u->port == 0 || u->port == s->uri.port);
+}
+
+/* Is u (a name, or an address once known) one of the operator's: a SIP
+ * Server or a peer site? dst: the address u led to, or NULL. */
+static bool operator_target(const struct route_view *v, const struct sip_uri *u,
+                            const struct netaddr *dst)
+{
+    const struct upstream_set *s = v->ups;
+    for (unsigned i = 0; i < s->nup + s->npeer; i++) {
+        const struct upstream *t = i < s->nup ? &s->up[i] : &s->peer[i - s->nup];
+        if ((u && upstream_has_name(t, u)) || (dst && upstream_has_addr(t, dst))) return true;
+    }
+    return false;
+}
+
+/* The management address (--stats-listen): never a SIP destination. A
+ * wildcard one is taken to cover every address on its port. */
+static bool is_management(const struct config *cfg, const struct netaddr *dst)
+{
+    struct netaddr mg;
+    if (!cfg->stats_listen[0] ||
+        netaddr_parse(&mg, slice_make(cfg->stats_listen, strlen(cfg->stats_listen))) < 0 ||
+        netaddr_port(&mg) != netaddr_port(dst))
+        return false;
+    bool any = mg.sa.sa_family == AF_INET ? mg.in4.sin_addr.s_addr == htonl(INADDR_ANY)
+                                          : IN6_IS_ADDR_UNSPECIFIED(&mg.in6.sin6_addr);
+    return any || netaddr_eq(&mg, dst);
+}
+
+/* May an endpoint's request reach dst, which is neither the operator's nor
+ * a flow sipedge holds? */
+static bool destination_allowed(const struct config *cfg, const struct netaddr *dst)
+{
+    if (is_management(cfg, dst)) return false;
+    if (!netaddr_is_internal(dst)) return true;
+    for (unsigned i = 0; i < cfg->nallow_dest; i++)
+        if (netaddr_cidr_match(&cfg->allow_dest[i], dst)) return true;
+    return false;
+}
+
+/* An endpoint's initial request: preloaded Routes below ours are removed. */
+static void strip_preloaded(struct decide *c)
+{
+    if (!c->upstream_src && !c->in_dialog) c->d->plan.npop = c->m->count[SIP_HDR_ROUTE];
+}
+
+/* The gate every decision for an endpoint's request passes last. */
+static void police(struct decide *c)
+{
+    struct route_decision *d = c->d;
+    struct route_plan *rp = &d->plan;
+    enum route_rule rule = d->rule;
+    if (c->upstream_src || (d->action != ROUTE_FORWARD && d->action != ROUTE_RESOLVE)) return;
+    if (rule == ROUTE_RULE_OURS || rule == ROUTE_RULE_PEER || rule == ROUTE_RULE_TO_UPSTREAM)
+        return; /* a token checked in rule 1, the operator's own targets */
+    if (rule == ROUTE_RULE_LOCATION) {
+        if (rp->conn != CONN_REF_NONE || netaddr_eq(&rp->dst, &c->binding_src) ||
+            destination_allowed(c->v->cfg, &rp->dst))
+            return;
+        decide_refuse(c, rule, 403, "Forbidden Destination", REFUSE_DESTINATION);
+        return;
+    }
+    /* rule 2 (a Route inside a dialog), or rule 4 without a SIP Server */
+    const struct sip_uri *u = rule == ROUTE_RULE_ROUTE ? &c->hop : &c->ruri;
+    bool known = d->action == ROUTE_FORWARD;
+    if (known && rule == ROUTE_RULE_ROUTE && rp->conn == CONN_REF_NONE)
+        rp->conn = held_flow(c, rp->proto, &rp->dst);
+    if (rp->to_upstream || operator_target(c->v, u, known ? &rp->dst : NULL) ||
+        (known && rp->conn != CONN_REF_NONE))
+        return;
+    decide_refuse(c, rule, 403, "Relaying Forbidden", REFUSE_RELAY);
+}
+
+/* Rules 1-5 in their order (ARCHITECTURE §2). */
+static void decide_rules(struct decide *c)
+{
+    if (pop_own_routes(c) || deliver_on_flow(c)) return; /* 1 */
+    strip_preloaded(c);
+    if (follow_route(c)) return;                    /* 2 */
+    if (answer_local(c) || find_binding(c)) return; /* 3 */
+    if (to_peer(c)) return;                         /* 5, a peer's domain */
+    if (to_request_uri(c)) return;                  /* 4 */
+    to_upstream(c);                                 /* 5 */
+}
+
 void route_decide(const struct route_view *v, const struct sip_msg *m, const struct rx_info *rx,
                   struct route_decision *d)
 {
     struct decide c = {.v = v, .m = m, .rx = rx, .d = d};
     memset(d, 0, sizeof *d);
     d->retry_after = -1;
+    d->refusal = -1;
     sipuri_parse(m->ruri, &c.ruri); /* validated by the caller */
     c.local_ruri = route_uri_is_ours(v, &c.ruri);
     c.upstream_src = route_from_upstream(v, rx);
+    c.in_dialog = route_in_dialog(m);
     d->plan.from_endpoint = !c.upstream_src;
-
-    if (pop_own_routes(&c) || deliver_on_flow(&c)) return; /* 1 */
-    if (follow_route(&c)) return;                          /* 2 */
-    if (answer_local(&c) || find_binding(&c)) return;      /* 3 */
-    if (to_peer(&c)) return;                               /* 5, a peer's domain */
-    if (to_request_uri(&c)) return;                        /* 4 */
-    to_upstream(&c);                                       /* 5 */
+    decide_rules(&c);
+    police(&c);
 }
 
 /* ---- the worker's side ------------------------------------------------------- */

@@ -1,4 +1,5 @@
-/* The routing decision for a request (ARCHITECTURE §2 rules 1-5) as a pure function. */
+/* The routing decision for a request (ARCHITECTURE §2 rules 1-5 and the edge
+ * policy) as a pure function. */
 #ifndef SIPEDGE_ROUTE_H
 #define SIPEDGE_ROUTE_H
 
@@ -72,7 +73,11 @@ struct route_plan {
     bool to_upstream;      /* the next hop is SIP Server up[upstream_idx] */
     unsigned upstream_idx; /* (failover on timeout) */
     bool from_endpoint;    /* the request came from an endpoint, not the SIP Server or a peer */
-    unsigned npop;         /* our own Route entries on top, to remove */
+    bool to_endpoint;      /* the next hop is an endpoint's flow or binding (then a dialog
+                            * between two endpoints: each Record-Route entry carries the
+                            * token of the end it faces) */
+    unsigned npop;         /* Route entries on top to remove: our own, and on an endpoint's
+                            * initial request every preloaded one (edge policy) */
     uint16_t new_ruri_len; /* > 0: new_ruri replaces the Request-URI */
     char new_ruri[LOCMAP_CONTACT_MAX];
     char tls_name[256]; /* identity a TLS next hop must prove (a resolved name), or "" */
@@ -89,18 +94,23 @@ struct route_decision {
     const char *warning;    /* static string or NULL */
     const char *extra;      /* static header lines or NULL */
     int retry_after;        /* seconds for Retry-After, -1 for none */
-    bool forged_token;      /* a Route carried a forged flow token (counted, logged) */
+    int refusal;            /* enum stat_refusal the reply is counted as (logged), or -1 */
     struct sip_uri resolve; /* ROUTE_RESOLVE: slices into the message */
 };
 
 /* Decides where request m goes. m must have passed sipmsg_validate() and
  * the proxy's own checks (Max-Forwards, loops, ...); rx says how it came.
+ * A request from an endpoint (not the SIP Server pair, not a --peer) goes
+ * only to the SIP Server, a peer, or a flow or binding sipedge holds; any
+ * other target is refused (403, d->refusal says why): the edge policy of
+ * ARCHITECTURE §2, all of it in core/route.c's "edge policy" section.
  * Reads the flow and location maps through v (lock-free lookups: call as an
  * RCU-registered thread). Sends nothing, writes only *d. Any thread. */
 void route_decide(const struct route_view *v, const struct sip_msg *m, const struct rx_info *rx,
                   struct route_decision *d);
 
-/* Is host:port ours, per v->is_ours? */
+/* Is host:port ours: one of our addresses (v->is_ours), or a --domain
+ * name (on any port)? */
 bool route_host_is_ours(const struct route_view *v, struct slice host, int port);
 /* A sip: or sips: URI naming one of our own addresses. */
 bool route_uri_is_ours(const struct route_view *v, const struct sip_uri *u);

@@ -87,7 +87,10 @@ int wmsg__send_via_owner(struct worker *w, conn_ref conn, const char *buf, size_
     return rc;
 }
 
-/* WMSG_SEND is the runtime's own; anything else goes to on_worker_msg. */
+/* WMSG_SEND is the runtime's own; anything else goes to on_worker_msg. What
+ * cannot be written (the connection closed while the message was in the
+ * ring, or the write failed) goes back to its sender as WMSG_SEND_FAILED,
+ * so the layer above there answers at once instead of waiting on a timer. */
 static void handle_msg(struct worker *w, struct worker_msg *m)
 {
     if (m->kind != WMSG_SEND) {
@@ -95,12 +98,14 @@ static void handle_msg(struct worker *w, struct worker_msg *m)
         return;
     }
     struct conn *c = conn__get(w, m->conn);
-    if (!c) {
-        STAT_INC(w, dropped); /* closed while the message was in the ring */
-    } else if (stream__write(w, c, m->data, m->len) == 0) {
+    if (c && stream__write(w, c, m->data, m->len) == 0) {
         STAT_INC(w, tx_msgs);
+        worker_msg_free(m);
+        return;
     }
-    worker_msg_free(m);
+    STAT_INC(w, dropped);
+    m->kind = WMSG_SEND_FAILED;
+    if (m->from == w->id || worker_post(w, m->from, m) < 0) worker_msg_free(m);
 }
 
 bool wmsg__rings_empty(const struct worker *w)

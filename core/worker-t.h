@@ -127,8 +127,10 @@ struct worker_stats {
  * worker_post() takes it; from then on the receiver owns it and frees it
  * with worker_msg_free(). `data` follows the struct. */
 enum worker_msg_kind {
-    WMSG_SEND = 1, /* send data on conn (which the receiver owns); the runtime's */
-    WMSG_SIP,      /* a received SIP message for the receiver's on_worker_msg */
+    WMSG_SEND = 1,    /* send data on conn (which the receiver owns); the runtime's */
+    WMSG_SIP,         /* a received SIP message for the receiver's on_worker_msg */
+    WMSG_SEND_FAILED, /* a WMSG_SEND its receiver could not write (conn closed), back to
+                       * its sender's on_worker_msg: data as it was to be sent */
 };
 struct worker_msg {
     uint8_t kind; /* enum worker_msg_kind */

@@ -23,8 +23,10 @@ struct worker_handlers {
     /* A complete SIP message (datagram or framed stream message); buf is
      * writable and only valid for the call. */
     void (*on_message)(struct worker *w, const struct rx_info *rx, char *buf, size_t len);
-    /* A message another worker posted (WMSG_SIP); the handler owns m and
-     * frees it with worker_msg_free(). */
+    /* A message another worker posted (WMSG_SIP), or bytes worker_send()
+     * handed to another worker that could not write them (WMSG_SEND_FAILED,
+     * m->conn the connection); the handler owns m and frees it with
+     * worker_msg_free(). */
     void (*on_worker_msg)(struct worker *w, struct worker_msg *m);
     /* A connection owned by w closed (peer, error, timeout, shutdown): c is
      * already stale. Never called from inside another handler. */
@@ -61,8 +63,10 @@ struct worker *worker_self(void);
 
 /* Sends buf on the transport to dst. Called by the owner w only.
  * - conn != NONE: that stream connection; if another worker owns it the bytes
- *   are copied and handed over through the ring; a stale or closed ref gives
- *   -ENOTCONN (the caller answers 430/477/503 as fits).
+ *   are copied and handed over through the ring (and come back to w as a
+ *   WMSG_SEND_FAILED message when the owner finds the connection closed);
+ *   a stale or closed ref of w's own gives -ENOTCONN (the caller answers
+ *   430/477/503 as fits).
  * - UDP: sendto from this worker's UDP socket of listener `listener`
  *   (or any UDP listener of dst's family when listener is -1).
  * - TCP/TLS without conn: reuse this worker's open connection to dst, else

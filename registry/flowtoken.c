@@ -1,4 +1,5 @@
-/* Flow tokens (RFC 5626 §5.2 style): an HMAC-protected conn_ref + remote address. */
+/* Flow tokens (RFC 5626 §5.2 style): an HMAC-protected conn_ref + remote
+ * address, marked for the one use it was handed out for. */
 #include "registry/flowtoken.h"
 
 #include <errno.h>
@@ -61,88 +62,141 @@ static int b64val(char c)
     return -1;
 }
 
-/* Decodes exactly `n` bytes; false on any bad character or length. */
-static bool b64url_decode(struct slice s, uint8_t *out, size_t n)
+/* Decodes a whole number of 4-character groups (every token is a multiple
+ * of 3 bytes, so it has no padding bits) into out[0..cap). Returns the
+ * bytes written, 0 on a bad character or length. */
+static size_t b64url_decode(struct slice s, uint8_t *out, size_t cap)
 {
-    size_t need = (n / 3) * 4 + (n % 3 ? n % 3 + 1 : 0);
-    if (s.len != need) return false;
+    if (s.len == 0 || s.len % 4 != 0 || s.len / 4 * 3 > cap) return 0;
     size_t o = 0;
-    uint32_t acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < s.len; i++) {
-        int v = b64val(s.ptr[i]);
-        if (v < 0) return false;
-        acc = acc << 6 | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            if (o < n) out[o++] = (uint8_t)(acc >> bits);
+    for (size_t i = 0; i < s.len; i += 4) {
+        uint32_t v = 0;
+        for (size_t j = 0; j < 4; j++) {
+            int d = b64val(s.ptr[i + j]);
+            if (d < 0) return 0;
+            v = v << 6 | (uint32_t)d;
         }
+        out[o++] = (uint8_t)(v >> 16);
+        out[o++] = (uint8_t)(v >> 8);
+        out[o++] = (uint8_t)v;
     }
-    return o == n;
+    return o;
 }
 
-static void pack(uint64_t conn, uint8_t proto, const struct netaddr *peer, uint8_t *raw)
+/* ---- layout ------------------------------------------------------------------
+ * kind (1) proto (1) family 4|6 (1) conn_ref (8, big endian) ip (4|16) port (2)
+ * | MAC (10): HMAC(key, 'M' body)
+ * | dialog tag (6, Record-Route tokens only): HMAC(key, 'D' body Call-ID)
+ * Every layout is a multiple of 3 bytes: the text has no padding bits. */
+
+#define BODY_FIXED 11 /* kind, proto, family, conn_ref */
+
+static size_t body_len(uint8_t family)
 {
-    memset(raw, 0, FLOWTOKEN_RAW_LEN);
-    for (int i = 0; i < 8; i++)
-        raw[i] = (uint8_t)(conn >> (56 - 8 * i));
-    raw[8] = proto;
-    if (peer->sa.sa_family == AF_INET6) {
-        raw[9] = 6;
-        memcpy(raw + 10, &peer->in6.sin6_addr, 16);
-        memcpy(raw + 26, &peer->in6.sin6_port, 2);
-    } else {
-        raw[9] = 4;
-        memcpy(raw + 10, &peer->in4.sin_addr, 4);
-        memcpy(raw + 26, &peer->in4.sin_port, 2);
-    }
+    return BODY_FIXED + (family == 6 ? 16 : 4) + 2;
 }
 
-static void mac(const struct flowtoken_key *key, const uint8_t *raw, uint8_t *out)
+static size_t raw_len(uint8_t kind, uint8_t family)
+{
+    return body_len(family) + FLOWTOKEN_MAC_LEN + (kind == FLOWTOKEN_RR ? FLOWTOKEN_DTAG_LEN : 0);
+}
+
+_Static_assert((BODY_FIXED + 4 + 2 + FLOWTOKEN_MAC_LEN) % 3 == 0 &&
+                   (BODY_FIXED + 16 + 2 + FLOWTOKEN_MAC_LEN) % 3 == 0 &&
+                   FLOWTOKEN_DTAG_LEN % 3 == 0,
+               "token layouts must be whole base64 groups");
+
+/* Truncated HMAC-SHA256(key, label body [extra]) into out[0..n). */
+static void mac(const struct flowtoken_key *key, char label, const uint8_t *body, size_t blen,
+                struct slice extra, uint8_t *out, size_t n)
 {
     uint8_t full[32];
     unsigned len = sizeof full;
-    HMAC(EVP_sha256(), key->k, sizeof key->k, raw, FLOWTOKEN_RAW_LEN - FLOWTOKEN_MAC_LEN, full,
-         &len);
-    memcpy(out, full, FLOWTOKEN_MAC_LEN);
+    HMAC_CTX h;
+    HMAC_CTX_init(&h);
+    if (!HMAC_Init_ex(&h, key->k, sizeof key->k, EVP_sha256(), NULL) ||
+        !HMAC_Update(&h, (const uint8_t *)&label, 1) || !HMAC_Update(&h, body, blen) ||
+        (extra.len && !HMAC_Update(&h, (const uint8_t *)extra.ptr, extra.len)) ||
+        !HMAC_Final(&h, full, &len))
+        memset(full, 0, sizeof full); /* out of memory: a MAC nothing matches by chance */
+    HMAC_CTX_cleanup(&h);
+    memcpy(out, full, n);
 }
 
-size_t flowtoken_encode(const struct flowtoken_key *key, uint64_t conn, uint8_t proto,
-                        const struct netaddr *peer, char *out, size_t cap)
+/* The body of t into raw; returns its length, 0 for an unknown family. */
+static size_t pack(const struct flowtoken *t, uint8_t *raw)
 {
-    uint8_t raw[FLOWTOKEN_RAW_LEN];
-    if (cap < FLOWTOKEN_STR_LEN) return 0;
-    pack(conn, proto, peer, raw);
-    mac(key, raw, raw + FLOWTOKEN_RAW_LEN - FLOWTOKEN_MAC_LEN);
-    return b64url_encode(raw, sizeof raw, out);
+    const struct netaddr *peer = &t->peer;
+    uint8_t fam = peer->sa.sa_family == AF_INET6 ? 6 : peer->sa.sa_family == AF_INET ? 4 : 0;
+    if (!fam) return 0;
+    raw[0] = t->kind;
+    raw[1] = t->proto;
+    raw[2] = fam;
+    for (int i = 0; i < 8; i++)
+        raw[3 + i] = (uint8_t)(t->conn >> (56 - 8 * i));
+    uint8_t *p = raw + BODY_FIXED;
+    if (fam == 6) {
+        memcpy(p, &peer->in6.sin6_addr, 16);
+        memcpy(p + 16, &peer->in6.sin6_port, 2);
+    } else {
+        memcpy(p, &peer->in4.sin_addr, 4);
+        memcpy(p + 4, &peer->in4.sin_port, 2);
+    }
+    return body_len(fam);
+}
+
+static void unpack(const uint8_t *raw, struct flowtoken *t)
+{
+    const uint8_t *p = raw + BODY_FIXED;
+    t->kind = raw[0];
+    t->proto = raw[1];
+    t->conn = 0;
+    for (int i = 0; i < 8; i++)
+        t->conn = t->conn << 8 | raw[3 + i];
+    memset(&t->peer, 0, sizeof t->peer);
+    if (raw[2] == 6) {
+        t->peer.in6.sin6_family = AF_INET6;
+        memcpy(&t->peer.in6.sin6_addr, p, 16);
+        memcpy(&t->peer.in6.sin6_port, p + 16, 2);
+        t->peer.len = sizeof t->peer.in6;
+    } else {
+        t->peer.in4.sin_family = AF_INET;
+        memcpy(&t->peer.in4.sin_addr, p, 4);
+        memcpy(&t->peer.in4.sin_port, p + 4, 2);
+        t->peer.len = sizeof t->peer.in4;
+    }
+}
+
+size_t flowtoken_encode(const struct flowtoken_key *key, const struct flowtoken *t,
+                        struct slice dialog, char *out, size_t cap)
+{
+    uint8_t raw[FLOWTOKEN_RAW_MAX];
+    if (t->kind != FLOWTOKEN_PATH && t->kind != FLOWTOKEN_RR) return 0;
+    size_t bl = pack(t, raw);
+    if (!bl) return 0;
+    size_t n = raw_len(t->kind, raw[2]);
+    if (cap < n / 3 * 4) return 0;
+    mac(key, 'M', raw, bl, SLICE_NULL, raw + bl, FLOWTOKEN_MAC_LEN);
+    if (t->kind == FLOWTOKEN_RR)
+        mac(key, 'D', raw, bl, dialog, raw + bl + FLOWTOKEN_MAC_LEN, FLOWTOKEN_DTAG_LEN);
+    return b64url_encode(raw, n, out);
 }
 
 enum flowtoken_result flowtoken_decode(const struct flowtoken_key *key, struct slice token,
-                                       uint64_t *conn, uint8_t *proto, struct netaddr *peer)
+                                       struct slice dialog, struct flowtoken *t)
 {
-    uint8_t raw[FLOWTOKEN_RAW_LEN], want[FLOWTOKEN_MAC_LEN];
-    if (!b64url_decode(token, raw, sizeof raw) || (raw[9] != 4 && raw[9] != 6))
+    uint8_t raw[FLOWTOKEN_RAW_MAX], want[FLOWTOKEN_MAC_LEN];
+    size_t n = b64url_decode(token, raw, sizeof raw);
+    if (n < BODY_FIXED || (raw[0] != FLOWTOKEN_PATH && raw[0] != FLOWTOKEN_RR) ||
+        (raw[2] != 4 && raw[2] != 6) || n != raw_len(raw[0], raw[2]))
         return FLOWTOKEN_MALFORMED;
-    mac(key, raw, want);
-    if (CRYPTO_memcmp(want, raw + FLOWTOKEN_RAW_LEN - FLOWTOKEN_MAC_LEN, FLOWTOKEN_MAC_LEN) != 0)
-        return FLOWTOKEN_FORGED;
-    uint64_t c = 0;
-    for (int i = 0; i < 8; i++)
-        c = c << 8 | raw[i];
-    *conn = c;
-    *proto = raw[8];
-    memset(peer, 0, sizeof *peer);
-    if (raw[9] == 6) {
-        peer->in6.sin6_family = AF_INET6;
-        memcpy(&peer->in6.sin6_addr, raw + 10, 16);
-        memcpy(&peer->in6.sin6_port, raw + 26, 2);
-        peer->len = sizeof peer->in6;
-    } else {
-        peer->in4.sin_family = AF_INET;
-        memcpy(&peer->in4.sin_addr, raw + 10, 4);
-        memcpy(&peer->in4.sin_port, raw + 26, 2);
-        peer->len = sizeof peer->in4;
-    }
-    return FLOWTOKEN_OK;
+    size_t bl = body_len(raw[2]);
+    mac(key, 'M', raw, bl, SLICE_NULL, want, sizeof want);
+    if (CRYPTO_memcmp(want, raw + bl, FLOWTOKEN_MAC_LEN) != 0) return FLOWTOKEN_FORGED;
+    unpack(raw, t);
+    if (t->kind != FLOWTOKEN_RR) return FLOWTOKEN_OK;
+    mac(key, 'D', raw, bl, dialog, want, FLOWTOKEN_DTAG_LEN);
+    return CRYPTO_memcmp(want, raw + bl + FLOWTOKEN_MAC_LEN, FLOWTOKEN_DTAG_LEN) == 0
+               ? FLOWTOKEN_OK
+               : FLOWTOKEN_OTHER_DIALOG;
 }

@@ -1,5 +1,5 @@
 /* Tests for registry/flowmap.c (single-thread semantics and a 4-thread RCU
- * stress) and registry/flowtoken.c (registry/locmap.c: test_locmap.c). */
+ * stress); flow tokens: test_flowtoken.c; the location service: test_locmap.c. */
 #include <criterion/criterion.h>
 #include <arpa/inet.h>
 #include <errno.h>
@@ -15,7 +15,6 @@
 #include "core/netaddr.h"
 #include "core/sipuri.h"
 #include "registry/flowmap.h"
-#include "registry/flowtoken.h"
 #include "registry/locmap.h"
 #include "stress.h"
 
@@ -389,149 +388,4 @@ Test(flowmap, stress_four_threads_insert_replace_delete_lookup, .timeout = 240)
     cr_assert_eq(atomic_load(&bad), 0, "%s", chk.why);
     cr_assert_eq(flowmap_count(fm), found);
     flowmap_free(fm);
-}
-
-/* ---- flow tokens ------------------------------------------------------- */
-
-TestSuite(flowtoken);
-
-static struct flowtoken_key fixed_key(uint8_t seed)
-{
-    struct flowtoken_key k;
-    for (size_t i = 0; i < sizeof k.k; i++)
-        k.k[i] = (uint8_t)(seed + i * 7);
-    return k;
-}
-
-Test(flowtoken, roundtrip_ipv4_and_ipv6)
-{
-    struct flowtoken_key k = fixed_key(1);
-    struct netaddr peers[2];
-    peers[0] = v4("203.0.113.7", 51234);
-    cr_assert_eq(netaddr_from_ip(&peers[1], SLICE_LIT("2001:db8::42"), 5061), 0);
-    for (int i = 0; i < 2; i++) {
-        char tok[FLOWTOKEN_STR_LEN + 1];
-        uint64_t conn = 0x01000abc12345678ull + (uint64_t)i;
-        size_t n = flowtoken_encode(&k, conn, SIP_TRANSPORT_TLS, &peers[i], tok, sizeof tok);
-        cr_assert_gt(n, 0);
-        cr_assert_leq(n, FLOWTOKEN_STR_LEN);
-        for (size_t j = 0; j < n; j++) /* fits a SIP URI user part unescaped */
-            cr_assert(strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_",
-                             tok[j]) != NULL);
-        uint64_t c;
-        uint8_t proto;
-        struct netaddr p;
-        cr_assert_eq(flowtoken_decode(&k, slice_make(tok, n), &c, &proto, &p), FLOWTOKEN_OK);
-        cr_assert_eq(c, conn);
-        cr_assert_eq(proto, SIP_TRANSPORT_TLS);
-        cr_assert(netaddr_eq(&p, &peers[i]));
-        cr_assert_eq(p.len, peers[i].len);
-    }
-}
-
-Test(flowtoken, small_buffer_gives_zero)
-{
-    struct flowtoken_key k = fixed_key(1);
-    struct netaddr a = v4("127.0.0.1", 5060);
-    char tok[FLOWTOKEN_STR_LEN];
-    cr_assert_eq(flowtoken_encode(&k, 1, SIP_TRANSPORT_TCP, &a, tok, FLOWTOKEN_STR_LEN - 1), 0);
-}
-
-Test(flowtoken, forged_mac_or_payload_or_key_is_forged)
-{
-    struct flowtoken_key k = fixed_key(1), other = fixed_key(2);
-    struct netaddr a = v4("127.0.0.1", 40000), p;
-    char tok[FLOWTOKEN_STR_LEN + 1];
-    size_t n = flowtoken_encode(&k, 77, SIP_TRANSPORT_TLS, &a, tok, sizeof tok);
-    uint64_t c;
-    uint8_t proto;
-    cr_assert_eq(flowtoken_decode(&other, slice_make(tok, n), &c, &proto, &p), FLOWTOKEN_FORGED);
-    /* every whole-byte position except the family byte: change one character
-     * (the last one also carries padding bits, skip it) */
-    for (size_t i = 0; i + 1 < n; i++) {
-        char t[FLOWTOKEN_STR_LEN + 1];
-        memcpy(t, tok, n);
-        t[i] = t[i] == 'A' ? 'B' : 'A';
-        enum flowtoken_result r = flowtoken_decode(&k, slice_make(t, n), &c, &proto, &p);
-        /* characters 12..13 hold the family byte (raw[9]): a bad family is
-         * malformed rather than forged; any other change must be forged */
-        if (r == FLOWTOKEN_MALFORMED && (i == 12 || i == 13)) continue;
-        cr_assert_eq(r, FLOWTOKEN_FORGED, "char %zu changed: result %d", i, r);
-    }
-}
-
-Test(flowtoken, truncated_long_or_garbage_is_malformed)
-{
-    struct flowtoken_key k = fixed_key(1);
-    struct netaddr a = v4("127.0.0.1", 40000), p;
-    char tok[FLOWTOKEN_STR_LEN + 8];
-    size_t n = flowtoken_encode(&k, 77, SIP_TRANSPORT_TLS, &a, tok, sizeof tok);
-    uint64_t c;
-    uint8_t proto;
-    for (size_t len = 0; len < n; len++)
-        cr_assert_eq(flowtoken_decode(&k, slice_make(tok, len), &c, &proto, &p),
-                     FLOWTOKEN_MALFORMED, "prefix of %zu chars", len);
-    tok[n] = 'A';
-    cr_assert_eq(flowtoken_decode(&k, slice_make(tok, n + 1), &c, &proto, &p), FLOWTOKEN_MALFORMED);
-    const char *garbage[] = {"alice", "+%20", "phone1", "================",
-                             "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"};
-    for (size_t i = 0; i < sizeof garbage / sizeof garbage[0]; i++)
-        cr_assert_eq(
-            flowtoken_decode(&k, slice_make(garbage[i], strlen(garbage[i])), &c, &proto, &p),
-            FLOWTOKEN_MALFORMED, "%s", garbage[i]);
-    /* right length, one character outside the alphabet */
-    memcpy(tok + 5, "+", 1);
-    cr_assert_eq(flowtoken_decode(&k, slice_make(tok, n), &c, &proto, &p), FLOWTOKEN_MALFORMED);
-}
-
-static void write_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    cr_assert_not_null(f);
-    fputs(text, f);
-    fclose(f);
-}
-
-Test(flowtoken, same_secret_file_same_key)
-{
-    char d[] = "/tmp/flowtoken-XXXXXX";
-    cr_assert_not_null(mkdtemp(d));
-    char f1[64], f2[64], f3[64], f4[64];
-    snprintf(f1, sizeof f1, "%s/a", d);
-    snprintf(f2, sizeof f2, "%s/b", d);
-    snprintf(f3, sizeof f3, "%s/c", d);
-    snprintf(f4, sizeof f4, "%s/empty", d);
-    write_file(f1, "pool secret\n");
-    write_file(f2, "pool secret\n");
-    write_file(f3, "another secret\n");
-    write_file(f4, "");
-    struct flowtoken_key k1, k2, k3, r1, r2, dummy;
-    cr_assert_eq(flowtoken_key_init(&k1, f1), 0);
-    cr_assert_eq(flowtoken_key_init(&k2, f2), 0);
-    cr_assert_eq(flowtoken_key_init(&k3, f3), 0);
-    cr_assert_eq(memcmp(k1.k, k2.k, sizeof k1.k), 0, "same secret, different keys");
-    cr_assert_neq(memcmp(k1.k, k3.k, sizeof k1.k), 0);
-    cr_assert_eq(flowtoken_key_init(&dummy, f4), -ENODATA);
-    snprintf(f4, sizeof f4, "%s/missing", d);
-    cr_assert_eq(flowtoken_key_init(&dummy, f4), -ENOENT);
-    cr_assert_eq(flowtoken_key_init(&r1, NULL), 0);
-    cr_assert_eq(flowtoken_key_init(&r2, ""), 0);
-    cr_assert_neq(memcmp(r1.k, r2.k, sizeof r1.k), 0, "random keys repeat");
-
-    /* a pool member accepts the other's token; a stranger does not */
-    struct netaddr a = v4("127.0.0.1", 40000), p;
-    char tok[FLOWTOKEN_STR_LEN + 1];
-    size_t n = flowtoken_encode(&k1, 99, SIP_TRANSPORT_TLS, &a, tok, sizeof tok);
-    uint64_t c;
-    uint8_t proto;
-    cr_assert_eq(flowtoken_decode(&k2, slice_make(tok, n), &c, &proto, &p), FLOWTOKEN_OK);
-    cr_assert_eq(c, 99);
-    cr_assert_eq(flowtoken_decode(&k3, slice_make(tok, n), &c, &proto, &p), FLOWTOKEN_FORGED);
-    cr_assert_eq(flowtoken_decode(&r1, slice_make(tok, n), &c, &proto, &p), FLOWTOKEN_FORGED);
-    unlink(f1);
-    unlink(f2);
-    unlink(f3);
-    snprintf(f4, sizeof f4, "%s/empty", d);
-    unlink(f4);
-    rmdir(d);
 }

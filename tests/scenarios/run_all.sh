@@ -77,6 +77,7 @@ step() {
 calls="$py $here/run_sipp_calls.py --proxy $proxy"
 [ "$proxy" = sipedge ] && step "tls: every leg, mutual TLS, reload, handshake timeout" 300 $py "$here/test_tls.py"
 [ "$proxy" = sipedge ] && step "sticky flows: Kamailio registrar, 2-instance pool, TLS phones" 300 $py "$here/test_sticky.py"
+[ "$proxy" = sipedge ] && step "edge policy: relay, tokens, closed flows, --domain" 240 $py "$here/test_edge_policy.py"
 [ "$proxy" = sipedge ] && step "upstream failover by OPTIONS probes" 150 $py "$here/test_upstream_ha.py"
 [ "$proxy" = sipedge ] && step "per-worker private UDP ports" 150 $py "$here/test_worker_ports.py"
 [ "$proxy" = sipedge ] && step "peer sites and the new-INVITE rate limit" 200 $py "$here/test_peer_overload.py"

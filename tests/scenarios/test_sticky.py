@@ -37,7 +37,9 @@ Cases (one line each, then "N passed, M failed"):
              gets 430, and never reaches the second phone
   forged     a Route with a flow token whose MAC was altered gets 403 from A
   pool-430   B accepts a token minted by A (same secret) as genuine: 430
-             Flow Failed because the flow is not on B, not 403
+             Flow Failed because the flow is not on B, not 403 (sent from a
+             socket B knows as a --peer site: a Path token serves only the
+             SIP Server and peers, an endpoint using it gets 403)
   pool-move  a phone moves to B (re-registers there, closes its connection
              to A): calls follow through B
   exit       both instances exit 0 on SIGTERM without sanitizer reports;
@@ -371,10 +373,12 @@ def open_stream(remote, local=None):
 class Caller:
     """A UDP user agent that places calls through Kamailio, one at a time."""
 
-    def __init__(self, kam):
+    def __init__(self, kam, sock=None):
         self.kam = kam
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
+        if sock is None:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.bind(("127.0.0.1", 0))
+        self.sock = sock
         self.local = self.sock.getsockname()
 
     def _send(self, data, dst=None):
@@ -543,13 +547,18 @@ def run(args):
         upstream = f"sip:127.0.0.1:{kport};transport=udp"
         tls_args = ["--tls-cert", os.path.join(certs, "server.crt"),
                     "--tls-key", os.path.join(certs, "server.key")] if tr == "tls" else []
+        # a peer site of B's (pool-430 sends from it)
+        peer_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        peer_sock.bind(("127.0.0.1", 0))
+        peer_args = {"A": [], "B": ["--peer",
+                                    f"site-p.test=sip:127.0.0.1:{peer_sock.getsockname()[1]}"]}
         inst = {}
         for name, host in (("A", "127.0.0.1"), ("B", "127.0.0.2")):
             pu, ps = lib.free_port(host), lib.free_port(host)
             p = lib.start_sipedge(h, [("udp", host, pu), (tr, host, ps)], upstream=upstream,
                                   workers=2, name=f"sipedge-{name}",
                                   extra=["--advertise", host, "--flow-secret", secret]
-                                  + tls_args)
+                                  + tls_args + peer_args[name])
             lib.wait_until(lambda: tls_options_ok(host, ps, tr, ctx), WAIT,
                            what=f"OPTIONS over {tr} to sipedge {name}", proc=p)
             inst[name] = {"proc": p, "host": host, "udp": pu, "stream": ps}
@@ -690,10 +699,11 @@ def run(args):
                       f"final {fr.code if fr else None}")
 
             # pool: B takes A's token as genuine, but the flow is not on B
+            # (from B's peer site: a Path token serves no endpoint)
             route = f"<sip:{token}@{B['host']}:{B['udp']};transport=udp;lr>"
-            pr, _ = caller.request("INVITE", probe.contact, call_id=f"pool-{secrets.token_hex(4)}",
-                                   cseq=1, from_tag=lib.new_tag(), routes=[route],
-                                   dst=(B["host"], B["udp"]))
+            pr, _ = Caller(None, peer_sock).request(
+                "INVITE", probe.contact, call_id=f"pool-{secrets.token_hex(4)}", cseq=1,
+                from_tag=lib.new_tag(), routes=[route], dst=(B["host"], B["udp"]))
             res.check("pool: B accepts A's token (same secret) and answers 430",
                       pr is not None and pr.code == 430, f"final {pr.code if pr else None}")
 
@@ -723,6 +733,7 @@ def run(args):
                     loop.call(ph._gone)
             loop.stop()
             caller.close()
+            peer_sock.close()
 
         # exit: clean SIGTERM, statistics, sanitizers
         notes, ok = [], True

@@ -35,7 +35,8 @@ Cases (one line each, then "N passed, M failed"):
   f   a phone registers over TLS and never listens: an INVITE from a UDP
       caller reaches it on that very connection with Record-Route
       transport=tls;Q over transport=udp;P, and its 200 reaches the caller;
-      the phone's own INVITE to a UDP callee carries the mirror image
+      the phone's own INVITE to a UDP callee (registered too) carries the
+      mirror image
   z   every instance exits 0 on SIGTERM with no sanitizer report, and its
       workers' exit statistics count the failures above by reason
 
@@ -598,11 +599,20 @@ def case_f(env):
                f"caller got {ok.code if ok else 'nothing'} for the phone's 200")
         rr_check(ok, ("tls", p.Q), ("udp", p.P), "200 at the caller")
 
-        # the phone -> a UDP callee
-        cid = "call-" + secrets.token_hex(6)
+        # the phone -> a UDP callee, registered here too (the edge policy
+        # lets an endpoint reach only bindings and flows sipedge holds, not
+        # any host its Request-URI names)
+        cid = "reg-" + secrets.token_hex(6)
         cport = callee.local[1]
+        callee.send(lib.build_request(
+            "REGISTER", f"sip:{HOST}:{p.P}", via_host=HOST, via_port=cport, call_id=cid,
+            from_uri=f"sip:carol@{HOST}", to_uri=f"sip:carol@{HOST}",
+            headers=[("Contact", f"<sip:carol@{HOST}:{cport}>"), ("Expires", "300")]))
+        r = final_on(callee, cid, 5)
+        expect(r is not None and r.code == 200, f"REGISTER over UDP: {r.code if r else None}")
+        cid = "call-" + secrets.token_hex(6)
         phone.send(lib.build_request(
-            "INVITE", f"sip:carol@{HOST}:{cport}", via_host=HOST, via_port=pport,
+            "INVITE", f"sip:carol@{HOST}:{p.P}", via_host=HOST, via_port=pport,
             transport="TLS", call_id=cid, from_uri=f"sip:alice@{HOST}",
             headers=[("Contact", f"<sip:alice@{HOST}:{pport};transport=tls>")]))
         inv = request_on(callee, cid, 5)

@@ -8,7 +8,9 @@ is the table EXPECTED below, transcribed from torture/EXPECTED.md. Outcomes:
 
   <code>    sipedge answers with this final status itself
   forward   it reaches the upstream (a recording Sink, which answers nothing)
-            -- or, for a request carrying a Route, that Route's target --
+            -- or, for an in-dialog request carrying a Route, that Route's
+            target (an initial request from an endpoint loses its preloaded
+            Route and goes to the upstream: sipedge's edge policy) --
             with sipedge's Via on top, the original Via below it, Max-Forwards
             decremented, every other header unchanged and the body intact
   drop      nothing comes back and nothing is forwarded
@@ -31,8 +33,14 @@ Setup: sipedge -w 2 -l udp:127.0.0.1:P -l tcp:127.0.0.1:P
   rows of EXPECTED.md, "200", describe the upstream's job, not a proxy's).
   dnsmasq on D answers every A query with ROUTE_HOST (a random 127/8
   address of this run), where a second Sink listens on port 5060: wsinv.dat's
-  Route <sip:services.example.com;lr> is therefore routable and observable. mpart01.dat's strict Route
-  <sip:127.0.0.1:5080> gets a third Sink on 127.0.0.1:5080.
+  Route <sip:services.example.com;lr> is therefore routable and observable.
+  That in-dialog Route names a host an endpoint may not reach by default
+  (ARCHITECTURE §2 edge policy: a foreign Route in a dialog gets 403), so
+  the instance configures it as a site it serves: --peer
+  services.example.com=sip:services.example.com. mpart01.dat's strict
+  Route <sip:127.0.0.1:5080> is preloaded on an initial request: removed,
+  the MESSAGE goes to the upstream; a third Sink on 127.0.0.1:5080 catches
+  it if it ever leaks there.
   A fresh sipedge is started for every pass, and again whenever a case
   reuses a transaction key (top Via branch + method) already seen by the
   running instance: many corpus files share branch=z9hG4bKkdjuw, and a
@@ -122,8 +130,10 @@ EXPECTED = {
     "semiuri.dat": both(F),
     # transports: "Accept. An unknown transport token is legal."
     "transports.dat": both(F),
-    # mpart01: "Accept. Frame by Content-Length only." Its strict Route (no ;lr) sends it
-    # to 127.0.0.1:5080 (RFC 3261 §16.6 step 6). Body checked byte for byte.
+    # mpart01: "Accept. Frame by Content-Length only." Its strict Route (no ;lr) is a
+    # preloaded Route on an endpoint's initial request: removed by the edge policy, the
+    # MESSAGE goes to the upstream (a general proxy would send it to 127.0.0.1:5080,
+    # RFC 3261 §16.6 step 6). Body checked byte for byte.
     "mpart01.dat": both(F),
     # unreason / noreason: responses. "Accept and relay it" applies to a response that
     # matches a transaction; these match none and their top Via is not sipedge's, so
@@ -288,11 +298,17 @@ def reply_port(msg):
     return (v[2] or 5060) if v else 5060
 
 
+def in_dialog(msg):
+    return re.search(r";\s*tag\s*=", msg.get("to", ""), re.I) is not None
+
+
 def route_target(msg):
-    """(host, port) the request must go to when it carries a Route: the first
-    Route URI, with DNS names resolving (dnsmasq) to ROUTE_HOST."""
+    """(host, port) the request must go to when it carries a Route that
+    sipedge follows (an in-dialog one: an endpoint's initial request loses
+    its preloaded Routes): the first Route URI, with DNS names resolving
+    (dnsmasq) to ROUTE_HOST."""
     routes = msg.values("route")
-    if not routes:
+    if not routes or not in_dialog(msg):
         return None
     m = re.search(r"sips?:(?:[^@>;]*@)?(\[[^\]]+\]|[^:;>]+)(?::(\d+))?", routes[0])
     if not m:
@@ -391,9 +407,11 @@ def check_forward(inst, orig, fwd, transport, data, row):
     if missing and row.check != "ruri_no_headers":
         n, v = next(iter(missing))
         bad.append(f"{sum(missing.values())} header(s) changed or lost, e.g. {n}: {v[:60]!r}")
+    # Edge policy: an endpoint's initial request loses its preloaded Routes.
+    if orig.values("route") and not in_dialog(orig) and fwd.values("route"):
+        bad.append(f"preloaded Route forwarded: {fwd.values('route')[:1]}")
     # Record-Route on a dialog-creating request (INVITE without To tag).
-    to = orig.get("to", "")
-    if orig.method == "INVITE" and not re.search(r";\s*tag\s*=", to, re.I):
+    if orig.method == "INVITE" and not in_dialog(orig):
         rr = fwd.values("record-route")
         if not rr or not any(f"{HOST}:{p}" in rr[0] for p in ports):
             bad.append(f"no sipedge Record-Route on top: {rr[:1]}")
@@ -469,7 +487,10 @@ class Instance:
                     self.h, [("udp", HOST, port), ("tcp", HOST, port)],
                     upstream=f"{env.sink.uri};transport=udp", workers=env.args.workers,
                     extra=["--dns-server", f"{HOST}:{env.dns_port}",
-                           "--worker-ports", str(base)])
+                           "--worker-ports", str(base),
+                           # wsinv.dat's in-dialog Route: a site this proxy
+                           # serves, so the edge policy lets endpoints reach it
+                           "--peer", "services.example.com=sip:services.example.com"])
         except Exception:
             self.h.failed = True
             self.h.__exit__(None, None, None)
