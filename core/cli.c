@@ -15,6 +15,9 @@
 #ifndef SIPEDGE_VERSION
 #define SIPEDGE_VERSION "unknown"
 #endif
+#ifndef SIPEDGE_COMMIT
+#define SIPEDGE_COMMIT "unknown"
+#endif
 
 enum {
     OPT_WORKERS = 'w',
@@ -191,7 +194,7 @@ static const struct cli_opt cli_opts[] = {
     {"log-level", OPT_LOG_LEVEL, "LEVEL", "error, warn, info or debug (default: info)"},
     {"log-format", OPT_LOG_FORMAT, "FORMAT", "text or json (default: text)"},
     {"help", OPT_HELP, NULL, "print this help and exit"},
-    {"version", OPT_VERSION, NULL, "print the version and exit"},
+    {"version", OPT_VERSION, NULL, "print the version and the git commit, and exit"},
 };
 
 #define NOPTS (sizeof(cli_opts) / sizeof(cli_opts[0]))
@@ -215,7 +218,12 @@ static void print_help(void)
         else
             snprintf(left, sizeof(left), "    --%s%s%s", o->name, o->arg ? " " : "",
                      o->arg ? o->arg : "");
-        printf("  %-30s ", left);
+        /* a left column too wide for its 30 columns gets a line of its own,
+         * so the help text is always two spaces or more away from it */
+        if (strlen(left) < 30)
+            printf("  %-30s ", left);
+        else
+            printf("  %s\n%33s", left, "");
         for (const char *h = o->help, *nl; *h; h = nl + 1) { /* continuation lines indented */
             nl = strchr(h, '\n');
             if (!nl) {
@@ -745,7 +753,7 @@ int config_from_args(struct config *cfg, int argc, char **argv)
             print_help();
             return 1;
         case OPT_VERSION:
-            printf("sipedge %s\n", SIPEDGE_VERSION);
+            printf("sipedge %s (commit %s)\n", SIPEDGE_VERSION, SIPEDGE_COMMIT);
             return 1;
         case ':':
             if (optopt && opt_by_id(optopt)) return bad(optopt, "requires an argument");

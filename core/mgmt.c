@@ -25,6 +25,10 @@
 #include "core/worker.h"
 #include "registry/locmap.h"
 
+#ifndef SIPEDGE_COMMIT
+#define SIPEDGE_COMMIT "unknown" /* set by CMake from git rev-parse */
+#endif
+
 #define MGMT_CONN_LIMIT_MS 5000 /* a whole connection, however it trickles in */
 #define MGMT_POLL_MS       200  /* how soon a stop request is seen */
 #define MGMT_ACCEPT_BURST  64   /* connections refused per turn, at most */
@@ -160,8 +164,10 @@ static void stats_json(struct buf *o)
 {
     unsigned n = worker_count();
     const struct config *cfg = mg.cfg;
-    buf_printf(o, "{\n  \"version\": \"%s\",\n  \"uptime_s\": %llu,\n  \"workers\": %u,\n",
-               SIPEDGE_VERSION, (unsigned long long)(now_s() - mg.start_s), n);
+    buf_printf(o,
+               "{\n  \"version\": \"%s\",\n  \"commit\": \"%s\",\n  \"uptime_s\": %llu,\n"
+               "  \"workers\": %u,\n",
+               SIPEDGE_VERSION, SIPEDGE_COMMIT, (unsigned long long)(now_s() - mg.start_s), n);
     buf_printf(o, "  \"total\": {");
     for (size_t k = 0; k < NCOUNTERS; k++) {
         uint64_t sum = 0;
@@ -273,8 +279,11 @@ static void metrics_text(struct buf *o)
     }
     buf_printf(o,
                "# HELP sipedge_uptime_seconds seconds since start\n"
-               "# TYPE sipedge_uptime_seconds gauge\nsipedge_uptime_seconds %llu\n",
-               (unsigned long long)(now_s() - mg.start_s));
+               "# TYPE sipedge_uptime_seconds gauge\nsipedge_uptime_seconds %llu\n"
+               "# HELP sipedge_build_info the version and git commit running, always 1\n"
+               "# TYPE sipedge_build_info gauge\n"
+               "sipedge_build_info{version=\"%s\",commit=\"%s\"} 1\n",
+               (unsigned long long)(now_s() - mg.start_s), SIPEDGE_VERSION, SIPEDGE_COMMIT);
 }
 
 /* Runs fn into a heap buffer, doubling it until the text fits. Returns the

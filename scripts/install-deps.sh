@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs every Debian package sipedge needs to build, test and benchmark.
 # Idempotent: checks with dpkg first and only calls apt-get for what is missing.
+# --package: also what scripts/check-package.sh needs (debootstrap; cpack's
+# dpkg-shlibdeps comes with build-essential).
 set -euo pipefail
 
 PKGS=(
@@ -12,6 +14,7 @@ PKGS=(
   dnsmasq-base openssl python3 iproute2 procps
 )
 if [ "${SIPEDGE_WITH_BARESIP:-1}" = 1 ]; then PKGS+=(baresip-core); fi
+if [ "${1:-}" = --package ]; then PKGS+=(debootstrap dpkg-dev); fi
 
 missing=()
 for p in "${PKGS[@]}"; do

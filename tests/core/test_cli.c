@@ -411,6 +411,7 @@ Test(cli, version)
     const char *args[] = {"-V", NULL};
     cr_assert_eq(run_args(&cfg, args), 1);
     cr_assert(strncmp(out_text, "sipedge ", 8) == 0);
+    cr_assert_not_null(strstr(out_text, " (commit "), "no commit in: %s", out_text);
 }
 
 /* ARCHITECTURE §2: an unauthenticated built-in registrar only on loopback,
