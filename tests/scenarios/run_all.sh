@@ -88,6 +88,7 @@ calls="$py $here/run_sipp_calls.py --proxy $proxy"
 [ "$proxy" = sipedge ] && step "limits under abuse: DNS names, management port, per-source INVITEs" 200 \
   $py "$here/test_limits_abuse.py"
 [ "$proxy" = sipedge ] && step "docs: README flag table and Try a call, man page" 120 $py "$here/test_docs.py"
+[ "$proxy" = sipedge ] && step "bench/sipload end to end: calls, storms, phones" 150 $py "$here/test_sipload.py"
 if [ "$proxy" = sipedge ]; then
   step "torture corpus (udp, tcp, tcp byte by byte)" 900 $py "$here/test_torture.py"
 fi
