@@ -106,6 +106,8 @@ struct worker_stats {
     _Atomic uint64_t upstream_down;   /* gauge: bit i set = upstream i not answering */
     _Atomic uint64_t refused[REFUSE__COUNT];   /* by enum stat_refusal */
     _Atomic uint64_t limit_hits[LIMIT__COUNT]; /* by enum stat_limit */
+    _Atomic uint64_t txns_live;                /* gauge: transactions live (lingering included) */
+    _Atomic uint64_t txns_created; /* transactions created (forwarded requests, probes) */
 };
 
 /* Counters have one writer (the owner), so a plain load and store will do. */

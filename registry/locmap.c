@@ -46,12 +46,13 @@ void locmap_free(struct locmap *lm)
 {
     if (!lm) return;
     struct cds_lfht_iter it;
-    struct aor_node *n;
+    struct cds_lfht_node *node;
     rcu_read_lock();
-    cds_lfht_for_each_entry(lm->ht, &it, n, node)
-    {
-        if (cds_lfht_del(lm->ht, &n->node) == 0) call_rcu(&n->rcu, free_node_rcu);
-    }
+    /* not cds_lfht_for_each_entry: at the end it takes container_of(NULL) */
+    for (cds_lfht_first(lm->ht, &it); (node = cds_lfht_iter_get_node(&it));
+         cds_lfht_next(lm->ht, &it))
+        if (cds_lfht_del(lm->ht, node) == 0)
+            call_rcu(&caa_container_of(node, struct aor_node, node)->rcu, free_node_rcu);
     rcu_read_unlock();
     /* waiting for grace periods (callbacks, a resize in flight) needs this
      * thread's quiescent state: wait offline */
@@ -188,10 +189,11 @@ bool locmap_lookup(struct locmap *lm, struct slice aor, uint64_t now_ms, struct 
 void locmap_drop_conn(struct locmap *lm, uint64_t conn)
 {
     struct cds_lfht_iter it;
-    struct aor_node *n;
+    struct cds_lfht_node *node;
     rcu_read_lock();
-    cds_lfht_for_each_entry(lm->ht, &it, n, node)
-    {
+    for (cds_lfht_first(lm->ht, &it); (node = cds_lfht_iter_get_node(&it));
+         cds_lfht_next(lm->ht, &it)) {
+        struct aor_node *n = caa_container_of(node, struct aor_node, node);
         bool hit = false;
         for (unsigned i = 0; i < n->nb; i++)
             hit |= n->b[i].conn == conn;
