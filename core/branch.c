@@ -13,6 +13,7 @@ size_t branch_encode(const struct branch_id *id, char *out, size_t cap)
     buf_put_hex(&b, id->slot & 0xffffff, 6);
     buf_put_hex(&b, id->gen, 8);
     buf_put_hex(&b, id->loop, 8);
+    buf_put_hex(&b, id->rand, 16);
     return buf_ok(&b) ? b.len : 0;
 }
 
@@ -23,13 +24,13 @@ static int hexval(char c)
     return -1;
 }
 
-static bool hex_field(const char *p, unsigned n, uint32_t *out)
+static bool hex_field(const char *p, unsigned n, uint64_t *out)
 {
-    uint32_t v = 0;
+    uint64_t v = 0;
     for (unsigned i = 0; i < n; i++) {
         int d = hexval(p[i]);
         if (d < 0) return false;
-        v = v << 4 | (uint32_t)d;
+        v = v << 4 | (uint64_t)d;
     }
     *out = v;
     return true;
@@ -39,8 +40,15 @@ bool branch_decode(struct slice br, struct branch_id *id)
 {
     if (br.len != BRANCH_LEN || memcmp(br.ptr, BRANCH_PREFIX, BRANCH_PREFIX_LEN) != 0) return false;
     const char *p = br.ptr + BRANCH_PREFIX_LEN;
-    return hex_field(p, 2, &id->worker) && hex_field(p + 2, 6, &id->slot) &&
-           hex_field(p + 8, 8, &id->gen) && hex_field(p + 16, 8, &id->loop);
+    uint64_t wk, slot, gen, loop;
+    if (!hex_field(p, 2, &wk) || !hex_field(p + 2, 6, &slot) || !hex_field(p + 8, 8, &gen) ||
+        !hex_field(p + 16, 8, &loop) || !hex_field(p + 24, 16, &id->rand))
+        return false;
+    id->worker = (uint32_t)wk;
+    id->slot = (uint32_t)slot;
+    id->gen = (uint32_t)gen;
+    id->loop = (uint32_t)loop;
+    return true;
 }
 
 size_t branch_stateless(struct slice in_branch, char *out, size_t cap)

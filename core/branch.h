@@ -11,18 +11,22 @@
 #define BRANCH_MAGIC      "z9hG4bK" /* RFC 3261 §8.1.1.7 magic cookie */
 #define BRANCH_PREFIX     "z9hG4bKSe"
 #define BRANCH_PREFIX_LEN 9
-/* prefix, then lowercase hex: worker (2), slot (6), generation (8), loop hash (8) */
-#define BRANCH_LEN (BRANCH_PREFIX_LEN + 2 + 6 + 8 + 8)
+/* prefix, then lowercase hex: worker (2), slot (6), generation (8), loop
+ * hash (8), random (16) */
+#define BRANCH_LEN (BRANCH_PREFIX_LEN + 2 + 6 + 8 + 8 + 16)
 /* "z9hG4bKSa" and 16 hex digits */
 #define BRANCH_STATELESS_LEN (9 + 16)
 
 /* What a branch of ours carries (ARCHITECTURE §1), so a response that lands
- * on any worker reaches the owner of its transaction without a lookup. */
+ * on any worker reaches the owner of its transaction without a lookup, and
+ * 64 random bits an off-path sender cannot guess: the routing bits name the
+ * transaction, the random ones must then equal its nonce. */
 struct branch_id {
     uint32_t worker; /* owning worker (8 bits kept) */
     uint32_t slot;   /* transaction slot on that worker (24 bits kept) */
     uint32_t gen;    /* the slot's generation when the transaction was made */
     uint32_t loop;   /* branch_loop_hash() of the forwarded request; 0 for our probes */
+    uint64_t rand;   /* the transaction's nonce (from the CSPRNG, core/txn.c) */
 };
 
 /* Writes the branch naming id into out (BRANCH_LEN bytes, no NUL). Returns

@@ -52,13 +52,16 @@ static bool supports_outbound(const struct sip_msg *m)
 }
 
 /* The client+server transaction for a request forwarded along rp from
- * listener out_l, or NULL after answering 503 (table full). */
+ * listener out_l, or NULL after answering 503 with Retry-After (over
+ * --max-transactions or --max-transaction-memory, or out of memory). */
 static struct txn *open_txn(struct worker *w, const struct rx_info *rx, const struct sip_msg *m,
                             const struct route_plan *rp, int out_l, const char *key, size_t key_len)
 {
-    struct txn *x = txn_new(&proxy__of(w)->txns, key, key_len);
-    if (!x) {
-        reply__send_retry(w, rx, m, 503, "Transaction Table Full", PROXY_RETRY_AFTER_S);
+    struct txn_table *t = &proxy__of(w)->txns;
+    struct txn *x = txn__admit(w, key_len + m->msg_len) ? txn_new(t, key, key_len) : NULL;
+    if (!x || txn_set_tls_name(t, x, rp->tls_name) < 0) {
+        if (x) txn_free(t, x);
+        reply__send_retry(w, rx, m, 503, "Too Many Transactions", PROXY_RETRY_AFTER_S);
         return NULL;
     }
     x->method = m->method;
@@ -73,7 +76,6 @@ static struct txn *open_txn(struct worker *w, const struct rx_info *rx, const st
     x->out_conn = rp->conn;
     x->to_upstream = rp->to_upstream;
     x->upstream_idx = (uint8_t)rp->upstream_idx;
-    if (rp->tls_name[0]) x->tls_name = strdup(rp->tls_name);
     return x;
 }
 
@@ -94,7 +96,7 @@ static size_t our_via(struct worker *w, const struct sip_msg *m, struct txn *x,
     buf_put_u(&vb, (unsigned)port);
     buf_puts(&vb, ";branch=");
     if (x) {
-        struct branch_id id = {w->id, x->slot, x->gen, branch_loop_hash(m)};
+        struct branch_id id = {w->id, x->slot, x->gen, branch_loop_hash(m), x->nonce};
         x->branch_len = (uint8_t)branch_encode(&id, x->branch, sizeof x->branch);
         buf_put(&vb, x->branch, x->branch_len);
     } else {
@@ -183,18 +185,14 @@ static void add_record_route_path(struct worker *w, struct rewrite *rw, const st
  * Via marked, Max-Forwards decremented, our Routes popped, the new
  * Request-URI, Record-Route and Path. Returns its length or -1. */
 static ssize_t build_forwarded(struct worker *w, const struct rx_info *rx, const struct sip_msg *m,
-                               const char *buf, size_t len, const struct route_plan *rp,
-                               struct txn *x, int out_l)
+                               const char *buf, const struct route_plan *rp, struct txn *x,
+                               int out_l)
 {
     struct fwd_lines l;
     struct rewrite rw;
     size_t vn = our_via(w, m, x, rp, out_l, l.via, sizeof l.via);
-    rewrite_init(&rw, buf, m->msg_len < len ? m->msg_len : len);
-    if (m->body.len < (size_t)(buf + len - m->body.ptr) && rx->proto == SIP_TRANSPORT_UDP) {
-        /* datagram bytes beyond Content-Length are not forwarded (RFC 4475 dblreq) */
-        size_t end = sipmsg_off(buf, m->body) + m->body.len;
-        rewrite_init(&rw, buf, end);
-    }
+    /* exactly the body Content-Length framed, with a Content-Length */
+    rewrite_init_msg(&rw, m, buf);
     rewrite_add_top(&rw, m, slice_make(l.via, vn));
     mark_sender_via(&rw, m, rx);
     rewrite_dec_max_forwards(&rw, m, 70);
@@ -230,14 +228,11 @@ static void send_stateful(struct worker *w, const struct rx_info *rx, const stru
                           const struct route_plan *rp, struct txn *x, size_t n)
 {
     struct proxy_worker *p = w->layer;
-    x->req = malloc(n);
-    if (!x->req) {
+    if (txn_set_request(&p->txns, x, p->out, n) < 0) {
         txn_free(&p->txns, x);
         reply__send(w, rx, m, 500, NULL, NULL);
         return;
     }
-    memcpy(x->req, p->out, n);
-    x->req_len = (uint32_t)n;
     if (x->invite) txn__reply(w, x, m, 100, NULL);
     int rc = txn__send_client(w, x, x->req, x->req_len);
     if (rc < 0) {
@@ -272,7 +267,7 @@ void forward__request(struct worker *w, const struct rx_info *rx, const struct s
     /* ACK is forwarded without a transaction */
     struct txn *x = NULL;
     if (m->method != SIP_METHOD_ACK && !(x = open_txn(w, rx, m, rp, out_l, key, key_len))) return;
-    ssize_t n = build_forwarded(w, rx, m, buf, len, rp, x, out_l);
+    ssize_t n = build_forwarded(w, rx, m, buf, rp, x, out_l);
     if (n < 0 || (size_t)n > w->cfg->max_message_size) {
         if (x) txn_free(&p->txns, x);
         reply__send(w, rx, m, 513, NULL, NULL);

@@ -92,6 +92,11 @@ void txn__send_cancel(struct worker *w, struct txn *x);
 /* core/txn.c: ACKs a non-2xx final response to x's INVITE; `to` is the
  * response's To (empty: the request's). */
 void txn__send_ack(struct worker *w, struct txn *x, struct slice to);
+/* core/txn.c: whether a new request's transaction (keeping about `bytes`)
+ * fits under --max-transactions and --max-transaction-memory; false after
+ * counting the limit that bit (and logging it, rate-limited): the caller
+ * answers 503 with Retry-After. */
+bool txn__admit(struct worker *w, size_t bytes);
 /* core/txn.c: arms Timer A/E (UDP next hop) and B/F for a request just sent. */
 void txn__arm(struct worker *w, struct txn *x);
 /* core/txn.c: a completed x stops its timers and absorbs retransmissions

@@ -117,6 +117,8 @@ static bool validate(struct worker *w, const struct rx_info *rx, struct sip_msg 
     STAT_INC(w, bad_msgs);
     LOG_RL(LOG_INFO, "rejected %.*s: %s", (int)m->method_name.len, m->method_name.ptr,
            sipmsg_err_str(e));
+    /* 400, unless the bytes sit where the 400 would copy them (reply_build) */
+    if (e == SIP_ERR_CONTROL_BYTES) STAT_REFUSED(w, REFUSE_CONTROL_BYTES);
     if (sipmsg_hdr(m, SIP_HDR_VIA) == NULL) return false; /* nowhere to answer */
     int code = sipmsg_err_status(e);
     if (e == SIP_ERR_CSEQ_METHOD && m->method == SIP_METHOD_OTHER) code = 501;
@@ -198,10 +200,10 @@ static void record_flow(struct worker *w, const struct route_view *v, const stru
  * every Proxy-Require (sipedge supports no extension). False without any. */
 static bool unknown_proxy_require(const struct sip_msg *m, char *extra, size_t cap)
 {
-    if (!m->count[SIP_HDR_PROXY_REQUIRE]) return false;
+    const struct sip_hdr *h = sipmsg_hdr(m, SIP_HDR_PROXY_REQUIRE);
+    if (!h) return false;
     struct buf b = buf_make(extra, cap - 1);
-    for (unsigned i = 0; i < m->count[SIP_HDR_PROXY_REQUIRE]; i++) {
-        const struct sip_hdr *h = sipmsg_hdr_nth(m, SIP_HDR_PROXY_REQUIRE, i);
+    for (; h; h = sipmsg_hdr_next(m, h)) {
         buf_puts(&b, "Unsupported: ");
         buf_put_slice(&b, h->value);
         buf_puts(&b, "\r\n");
@@ -215,11 +217,9 @@ static bool unknown_proxy_require(const struct sip_msg *m, char *extra, size_t c
 static bool via_loops(const struct route_view *v, const struct sip_msg *m)
 {
     uint32_t lh = branch_loop_hash(m);
-    for (unsigned i = m->first[SIP_HDR_VIA]; i < m->nhdrs; i++) {
-        const struct sip_hdr *h = &m->hdrs[i];
+    for (const struct sip_hdr *h = sipmsg_hdr(m, SIP_HDR_VIA); h; h = sipmsg_hdr_next(m, h)) {
         struct sip_via via;
         struct branch_id id;
-        if (h->kind != SIP_HDR_VIA) continue;
         if (sipuri_parse_via(h->value, &via) == 0 && route_host_is_ours(v, via.host, via.port) &&
             branch_decode(via.branch, &id) && id.loop == lh)
             return true;
@@ -323,6 +323,7 @@ void proxy__process(struct worker *w, const struct rx_info *rx, char *buf, size_
     int r = sipmsg_parse(buf, len, &m, hdrs, &p->lim, flags);
     if (r < 0) {
         STAT_INC(w, bad_msgs);
+        if (m.err == SIP_ERR_BODY_SHORT) STAT_REFUSED(w, REFUSE_BODY_LENGTH);
         LOG_RL(LOG_INFO, "malformed message from %s: %s", "peer", sipmsg_err_str(m.err));
         /* a request we can still answer gets 400/505/513; responses are dropped */
         if (m.is_request && m.method_name.len && m.count[SIP_HDR_VIA] &&
@@ -348,10 +349,12 @@ static int worker_state_init(struct worker *w)
     }
     struct proxy_worker *p = calloc(1, sizeof *p);
     if (!p) return -ENOMEM;
-    if (txn_table_init(&p->txns, 1u << 20) < 0) {
+    if (txn_table_init(&p->txns, w->cfg->max_transactions,
+                       (uint64_t)w->cfg->max_transaction_mb << 20) < 0) {
         free(p);
         return -ENOMEM;
     }
+    p->txns.stats = &w->stats;
     p->lim.max_msg_size = w->cfg->max_message_size;
     p->lim.max_headers = MAX_HDRS;
     p->registrar = w->cfg->registrar;

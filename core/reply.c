@@ -72,21 +72,29 @@ const char *reply_reason(int code)
     }
 }
 
-/* The top Via as received, plus received/rport for src (RFC 3581). */
-static void put_top_via_params(struct buf *b, struct slice value, const struct netaddr *src)
+/* The top Via as received, with received and the rport value for src
+ * (RFC 3581 §4: a bare rport gets its value in place, not a second rport). */
+static void put_top_via(struct buf *b, struct slice value, const struct netaddr *src)
 {
     struct sip_via v;
     char ip[NETADDR_STRLEN];
     size_t iplen = netaddr_ip_str(src, ip, sizeof ip);
-    if (sipuri_parse_via(value, &v) < 0) return;
+    if (sipuri_parse_via(value, &v) < 0) {
+        buf_put_slice(b, value);
+        return;
+    }
+    bool fill = v.has_rport && v.rport.len == 0;
+    size_t cut = fill ? (size_t)(v.rport.ptr - value.ptr) : value.len; /* just after "rport" */
+    buf_put(b, value.ptr, cut);
+    if (fill) {
+        buf_put(b, "=", 1);
+        buf_put_u(b, (unsigned)netaddr_port(src));
+    }
+    buf_put(b, value.ptr + cut, value.len - cut);
     bool differs = !slice_eq(v.host, slice_make(ip, iplen));
     if (v.received.len == 0 && (differs || v.has_rport)) {
         buf_puts(b, ";received=");
         buf_put(b, ip, iplen);
-    }
-    if (v.has_rport && v.rport.len == 0) {
-        buf_puts(b, ";rport=");
-        buf_put_u(b, (unsigned)netaddr_port(src));
     }
 }
 
@@ -104,6 +112,13 @@ static void put_to(struct buf *b, const struct sip_msg *m, struct slice value, i
     buf_puts(b, "\r\n");
 }
 
+/* The header kinds reply_build() copies. */
+static bool echoed(unsigned kind)
+{
+    return kind == SIP_HDR_VIA || kind == SIP_HDR_FROM || kind == SIP_HDR_TO ||
+           kind == SIP_HDR_CALL_ID || kind == SIP_HDR_CSEQ;
+}
+
 ssize_t reply_build(const struct sip_msg *m, const struct netaddr *src, int code,
                     const char *warning, const char *extra, char *out, size_t cap)
 {
@@ -114,13 +129,18 @@ ssize_t reply_build(const struct sip_msg *m, const struct netaddr *src, int code
     buf_puts(&b, reply_reason(code));
     buf_put(&b, "\r\n", 2);
     bool top = true;
-    for (unsigned i = 0; i < m->nhdrs; i++) {
-        const struct sip_hdr *h = &m->hdrs[i];
+    for (const struct sip_hdr *h = m->hdrs; h < m->hdrs + m->nhdrs; h++) {
+        /* nothing goes back that a parser could take apart differently: a
+         * request refused for such bytes there is not answered (a CSeq the
+         * parser refused goes back as it came: RFC 4475 scalar02 wants 400) */
+        if (echoed(h->kind) && !sipmsg_value_clean(h->value)) return -1;
         switch (h->kind) {
         case SIP_HDR_VIA:
             buf_puts(&b, "Via: ");
-            buf_put_slice(&b, h->value);
-            if (top) put_top_via_params(&b, h->value, src);
+            if (top)
+                put_top_via(&b, h->value, src);
+            else
+                buf_put_slice(&b, h->value);
             top = false;
             buf_puts(&b, "\r\n");
             break;

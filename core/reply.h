@@ -22,7 +22,9 @@ const char *reply_reason(int code);
  *  - "Warning: 399 sipedge \"warning\"" when warning is not NULL; `extra`
  *    (whole header lines with CRLF) when not NULL; a Server header;
  *    "Content-Length: 0" and the empty line.
- * Borrows everything; returns the length, or -1 when it does not fit.
+ * Borrows everything; returns the length, or -1 when it does not fit, or
+ * when a value it would copy holds a control byte (sipmsg_value_clean):
+ * such a request gets no answer rather than one that carries them back.
  * Pure; any thread. */
 ssize_t reply_build(const struct sip_msg *m, const struct netaddr *src, int code,
                     const char *warning, const char *extra, char *out, size_t cap);

@@ -3,41 +3,9 @@
 #include <string.h>
 
 #include "core/branch.h"
+#include "core/log.h"
 #include "core/proxy-int.h"
 #include "core/rewrite.h"
-
-/* Relays a response without a transaction (RFC 3261 §16.11 / §18.2.2): pop
- * our Via and send to the next one. */
-static void forward_stateless(struct worker *w, const struct sip_msg *m, const char *buf)
-{
-    struct proxy_worker *p = w->layer;
-    const struct sip_hdr *our = sipmsg_hdr(m, SIP_HDR_VIA);
-    const struct sip_hdr *next = sipmsg_hdr_nth(m, SIP_HDR_VIA, 1);
-    struct sip_via nv;
-    if (!next || sipuri_parse_via(next->value, &nv) < 0) {
-        STAT_INC(w, dropped);
-        return;
-    }
-    struct netaddr dst;
-    struct slice host = nv.received.len ? nv.received : nv.host;
-    if (host.len > 2 && host.ptr[0] == '[') host = slice_make(host.ptr + 1, host.len - 2);
-    uint64_t rport = 0;
-    int port = nv.port ? nv.port : 5060;
-    if (nv.rport.len && slice_to_u64(nv.rport, 65535, &rport)) port = (int)rport;
-    if (netaddr_from_ip(&dst, host, port) < 0 || netaddr_is_forbidden(&dst)) {
-        STAT_INC(w, dropped);
-        return;
-    }
-    struct rewrite rw;
-    rewrite_init(&rw, buf, m->msg_len);
-    rewrite_remove_value(&rw, m, our);
-    ssize_t n = rewrite_build(&rw, p->out, OUT_CAP);
-    if (n < 0) return;
-    uint8_t proto = nv.transport == SIP_TRANSPORT_TCP   ? SIP_TRANSPORT_TCP
-                    : nv.transport == SIP_TRANSPORT_TLS ? SIP_TRANSPORT_TLS
-                                                        : SIP_TRANSPORT_UDP;
-    worker_send(w, proto, -1, &dst, CONN_REF_NONE, NULL, p->out, (size_t)n, NULL);
-}
 
 /* The transaction lives on worker wk: hand the bytes over through the ring. */
 static void hand_over(struct worker *w, unsigned wk, const struct rx_info *rx, const char *buf,
@@ -83,7 +51,8 @@ static bool on_provisional(struct worker *w, struct txn *x, int code)
  * when it is not relayed. */
 static bool on_final(struct worker *w, struct txn *x, const struct sip_msg *m, int code)
 {
-    /* responses are not validated: one without To gets an ACK with ours */
+    /* validated, so it has a To; the ACK takes its tag (an empty one would
+     * make the ACK take our request's To) */
     const struct sip_hdr *th = sipmsg_hdr(m, SIP_HDR_TO);
     struct slice to = th ? th->value : SLICE_NULL;
     bool again = x->state == TXN_COMPLETED;
@@ -105,7 +74,7 @@ static void after_relay(struct worker *w, struct txn *x, int code, size_t n)
 {
     struct proxy_worker *p = w->layer;
     if (code >= 200 && x->state == TXN_COMPLETED && !x->lingering) {
-        txn_keep_response(x, p->out, n, code);
+        txn_keep_response(&p->txns, x, p->out, n, code);
         if (x->invite && code >= 300 && x->rx.proto == SIP_TRANSPORT_UDP) {
             x->retx_ms = T1_MS;
             worker_timer_arm(w, &x->t_retx, T1_MS);         /* Timer G */
@@ -115,7 +84,7 @@ static void after_relay(struct worker *w, struct txn *x, int code, size_t n)
             txn__linger(w, x);
         }
     } else if (code < 200) {
-        txn_keep_response(x, p->out, n, code);
+        txn_keep_response(&p->txns, x, p->out, n, code);
     }
 }
 
@@ -130,7 +99,7 @@ static void relay(struct worker *w, struct txn *x, const struct sip_msg *m, cons
     }
     if (!(code < 200 ? on_provisional(w, x, code) : on_final(w, x, m, code))) return;
     struct rewrite rw;
-    rewrite_init(&rw, buf, m->msg_len);
+    rewrite_init_msg(&rw, m, buf); /* what Content-Length framed, with one */
     rewrite_remove_value(&rw, m, sipmsg_hdr(m, SIP_HDR_VIA));
     ssize_t n = rewrite_build(&rw, proxy__of(w)->out, OUT_CAP);
     if (n < 0) return;
@@ -138,16 +107,51 @@ static void relay(struct worker *w, struct txn *x, const struct sip_msg *m, cons
     after_relay(w, x, code, (size_t)n);
 }
 
+/* RFC 3261 §16.7 step 1 checks the proxy can rely on: the mandatory headers
+ * (a response without them cannot be matched safely), a sound top Via, no
+ * control bytes. False after counting and dropping m. */
+static bool response_ok(struct worker *w, struct sip_msg *m)
+{
+    enum sip_err e = sipmsg_validate(m);
+    if (!e) return true;
+    STAT_INC(w, bad_msgs);
+    STAT_INC(w, dropped);
+    STAT_REFUSED(w, e == SIP_ERR_CONTROL_BYTES ? REFUSE_CONTROL_BYTES : REFUSE_MALFORMED_RESPONSE);
+    LOG_RL(LOG_INFO, "response %d dropped: %s", m->status, sipmsg_err_str(e));
+    return false;
+}
+
+/* Edge policy (ARCHITECTURE §2): a response belongs to x only when its
+ * branch carries x's random bits and it comes from where x's request went:
+ * over UDP from that address and port, over a stream on that connection. */
+static bool from_next_hop(const struct txn *x, const struct branch_id *id, const struct rx_info *rx)
+{
+    if (id->rand != x->nonce) return false;
+    if (x->out_proto == SIP_TRANSPORT_UDP)
+        return rx->proto == SIP_TRANSPORT_UDP && netaddr_eq(&rx->src, &x->out_dst);
+    return rx->conn != CONN_REF_NONE && rx->conn == x->out_conn;
+}
+
+/* RFC 3261 §17.1.3: the CSeq method is part of the match. The one other
+ * method answered on an INVITE's branch is our own CANCEL (it reuses the
+ * branch, §9.1): its response ends here. True when m is for x itself. */
+static bool method_matches(struct worker *w, const struct txn *x, const struct sip_msg *m)
+{
+    if (m->cseq_method == x->method) return true;
+    if (x->invite && m->cseq_method == SIP_METHOD_CANCEL)
+        STAT_INC(w, absorbed);
+    else
+        STAT_INC(w, dropped);
+    return false;
+}
+
 void response__handle(struct worker *w, const struct rx_info *rx, struct sip_msg *m,
                       const char *buf, size_t len)
 {
-    const struct sip_hdr *vh = sipmsg_hdr(m, SIP_HDR_VIA);
     struct sip_via v;
     struct branch_id id;
-    if (!vh || sipuri_parse_via(vh->value, &v) < 0 || m->count[SIP_HDR_CSEQ] == 0) {
-        STAT_INC(w, dropped);
-        return;
-    }
+    if (!response_ok(w, m)) return;
+    sipuri_parse_via(sipmsg_hdr(m, SIP_HDR_VIA)->value, &v); /* validated */
     if (!branch_decode(v.branch, &id)) {
         STAT_INC(w, dropped); /* not a branch of ours */
         return;
@@ -157,17 +161,26 @@ void response__handle(struct worker *w, const struct rx_info *rx, struct sip_msg
         return;
     }
     struct txn *x = txn_find_slot(&proxy__of(w)->txns, id.slot, id.gen);
-    if (m->count[SIP_HDR_VIA] < 2 && !(x && x->probe)) {
+    if (!x) {
+        /* no such transaction (any more): a late retransmission, or a guess.
+         * An INVITE's 2xx retransmissions are relayed while it lingers
+         * (RFC 6026 Timer L); after that, nothing is relayed without one. */
+        STAT_INC(w, dropped);
+        return;
+    }
+    if (!from_next_hop(x, &id, rx)) {
+        char a[NETADDR_STRLEN];
+        netaddr_str(&rx->src, a, sizeof a);
+        STAT_INC(w, dropped);
+        STAT_REFUSED(w, REFUSE_RESPONSE_MISMATCH);
+        LOG_RL(LOG_WARN, "response %d from %s dropped: not from where its request went", m->status,
+               a);
+        return;
+    }
+    if (!method_matches(w, x, m)) return;
+    if (sipmsg_hdr_count(m, SIP_HDR_VIA) < 2 && !x->probe) {
         STAT_INC(w, dropped); /* nothing to relay it to */
         return;
     }
-    if (x) {
-        relay(w, x, m, buf);
-        return;
-    }
-    /* late 2xx retransmissions for INVITE still go upstream */
-    if (m->cseq_method == SIP_METHOD_INVITE && m->status >= 200 && m->status < 300)
-        forward_stateless(w, m, buf);
-    else
-        STAT_INC(w, dropped);
+    relay(w, x, m, buf);
 }

@@ -65,13 +65,26 @@ static struct slice scratch_put(struct rewrite *rw, const char *pre, struct slic
     return slice_make(dst, n);
 }
 
-static size_t first_header_off(const struct rewrite *rw, const struct sip_msg *m)
+/* Offset of the empty line that ends the header block. */
+static size_t empty_line_off(const struct rewrite *rw, const struct sip_msg *m)
 {
-    if (m->nhdrs) return sipmsg_off(rw->src, m->hdrs[0].line);
-    /* no headers: before the empty line */
     size_t off = m->headers_len;
     if (off >= 2 && rw->src[off - 2] == '\r') return off - 2;
     return off ? off - 1 : 0;
+}
+
+static size_t first_header_off(const struct rewrite *rw, const struct sip_msg *m)
+{
+    if (m->nhdrs) return sipmsg_off(rw->src, m->hdrs->line);
+    return empty_line_off(rw, m); /* no headers: before the empty line */
+}
+
+void rewrite_init_msg(struct rewrite *rw, const struct sip_msg *m, const char *src)
+{
+    rewrite_init(rw, src, sipmsg_off(src, m->body) + m->body.len);
+    if (m->content_length >= 0) return; /* the parser framed the body by it */
+    struct slice cl = scratch_put(rw, "Content-Length: ", SLICE_NULL, (int)m->body.len, "\r\n");
+    rewrite_splice(rw, empty_line_off(rw, m), 0, cl);
 }
 
 void rewrite_add_top(struct rewrite *rw, const struct sip_msg *m, struct slice line)
@@ -146,10 +159,10 @@ void rewrite_via_received(struct rewrite *rw, const struct sip_hdr *h, struct sl
 void rewrite_remove_top(struct rewrite *rw, const struct sip_msg *m, enum sip_hdr_kind kind,
                         unsigned n)
 {
-    if (n == 0 || m->first[kind] == SIPMSG_NO_HDR) return;
+    const struct sip_hdr *h = sipmsg_hdr(m, kind);
+    if (n == 0 || !h) return;
     /* the first n values of a kind are the leading values of their lines:
      * each line loses either everything or a prefix up to a kept value */
-    const struct sip_hdr *h = &m->hdrs[m->first[kind]];
     const struct sip_hdr *end = m->hdrs + m->nhdrs;
     while (n > 0 && h < end) {
         if (h->kind != kind) {

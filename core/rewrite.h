@@ -27,8 +27,19 @@ struct rewrite {
     size_t scratch_used;
 };
 
-/* Starts a rewrite of the parsed message m that lies in src. */
+/* Starts a rewrite of src[0..src_len) as it is (tests, raw buffers). A
+ * received message is forwarded through rewrite_init_msg() instead. */
 void rewrite_init(struct rewrite *rw, const char *src, size_t src_len);
+
+/* Starts a rewrite of the received message m, parsed by sipmsg_parse() from
+ * src: the one way a received message is written out again (forwarded
+ * requests, relayed responses), so that the next hop frames exactly what we
+ * framed. The output ends where m's body ends as Content-Length framed it
+ * (datagram bytes past it are never forwarded, RFC 4475 dblreq), and it
+ * always carries a Content-Length equal to that body: m without one (a
+ * datagram, whose body is the rest of it) gets "Content-Length: N" before
+ * its empty line (RFC 3261 §18.3: required on streams). */
+void rewrite_init_msg(struct rewrite *rw, const struct sip_msg *m, const char *src);
 
 /* Raw edit: replace src[off, off+del) with ins (borrowed until rewrite_build). */
 void rewrite_splice(struct rewrite *rw, size_t off, size_t del, struct slice ins);

@@ -692,6 +692,7 @@ static const char *const err_str[SIP_ERR__COUNT] = {
     [SIP_ERR_REQUEST_URI] = "Bad Request-URI",
     [SIP_ERR_VIA] = "Bad Via",
     [SIP_ERR_ADDRESS] = "Bad Address Header",
+    [SIP_ERR_CONTROL_BYTES] = "Control Character In Header",
 };
 
 const char *sipmsg_err_str(enum sip_err e)

@@ -102,6 +102,7 @@ enum sip_err {
     SIP_ERR_REQUEST_URI,    /* Request-URI malformed */
     SIP_ERR_VIA,            /* a Via value malformed */
     SIP_ERR_ADDRESS,        /* To, From, Contact, Route, Record-Route, Path malformed */
+    SIP_ERR_CONTROL_BYTES,  /* a control byte (not HTAB) or DEL in the start line or a header */
     SIP_ERR__COUNT
 };
 
@@ -175,11 +176,29 @@ int sipmsg_parse(const char *buf, size_t len, struct sip_msg *m, struct sip_hdr 
                  const struct sipmsg_limits *lim, unsigned flags);
 
 /* RFC 3261 §16.3 / §8.2 checks a proxy makes before routing a parsed message
- * (core/sipmsg_validate.c): mandatory headers, single-valued headers given
- * once, CSeq method matching the request method, Request-URI, Via and address
- * headers well formed. Returns SIP_ERR_NONE or the reason (also stored in
- * m->err). Pure; any thread. */
+ * (core/sipmsg_validate.c), requests and responses alike: no control bytes
+ * (sipmsg_check_controls), mandatory headers, single-valued headers given
+ * once, top Via, To and From well formed; for requests also the CSeq method
+ * matching the request method, the Request-URI, Contact and the Routes a
+ * proxy reads. Returns SIP_ERR_NONE or the reason (also stored in m->err).
+ * Pure; any thread. */
 enum sip_err sipmsg_validate(struct sip_msg *m);
+
+/* The start line and header block of a parsed message (sipmsg_parse() > 0)
+ * hold no C0 control byte but HTAB, and no DEL, with three exceptions: CR
+ * directly followed by LF, LF directly preceded by CR or followed by SP/HTAB
+ * (a fold), and a byte RFC 3261 §25.1 allows in a quoted-pair (a backslash
+ * inside a quoted string, then any byte but CR and LF). A bare CR or LF is
+ * where a peer that splits lines differently would see an injected header;
+ * NUL ends C strings. SIP_ERR_CONTROL_BYTES (with m->err_pos at the byte) or
+ * SIP_ERR_NONE. The body is not looked at. Pure; any thread. */
+enum sip_err sipmsg_check_controls(struct sip_msg *m);
+
+/* The same rule for one header value (a slice of a parsed message, folds
+ * included): true when it holds no control byte but HTAB, folds (CRLF or LF
+ * then SP/HTAB) and quoted-pairs. For what sipedge copies out of a message
+ * it did not validate. Pure; any thread. */
+bool sipmsg_value_clean(struct slice v);
 
 /* Response code for a request rejected with e: 505 for SIP_ERR_VERSION, 513
  * for SIP_ERR_TOO_LARGE, else 400. Pure; any thread. */
@@ -219,6 +238,18 @@ static inline unsigned sipmsg_hdr_count(const struct sip_msg *m, enum sip_hdr_ki
 /* The i-th value of a kind, from 0 in wire order, or NULL when there are
  * not that many. Linear from the first one. */
 const struct sip_hdr *sipmsg_hdr_nth(const struct sip_msg *m, enum sip_hdr_kind kind, unsigned i);
+
+/* The value of h's kind after h (h from sipmsg_hdr() or this function), or
+ * NULL after the last one: for (h = sipmsg_hdr(m, k); h; h = sipmsg_hdr_next(m, h)). */
+static inline const struct sip_hdr *sipmsg_hdr_next(const struct sip_msg *m,
+                                                    const struct sip_hdr *h)
+{
+    const struct sip_hdr *end = m->hdrs + m->nhdrs;
+    uint8_t kind = h->kind;
+    while (++h < end)
+        if (h->kind == kind) return h;
+    return NULL;
+}
 
 /* Offset of a slice that points into buf. */
 static inline size_t sipmsg_off(const char *buf, struct slice s)

@@ -2,11 +2,13 @@
 #include "core/txn.h"
 
 #include <errno.h>
+#include <openssl/rand.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/buf.h"
 #include "core/hash.h"
+#include "core/log.h"
 #include "core/proxy-int.h"
 #include "core/reply.h"
 
@@ -18,11 +20,22 @@ static void on_timeout(struct worker *w, struct timer *t);
 
 /* ---- the table ------------------------------------------------------------ */
 
-int txn_table_init(struct txn_table *t, uint32_t max)
+/* The owner's gauge and counter, when the table has an owner (one writer:
+ * a plain load and store, as STAT_ADD). */
+static void stat_update(struct txn_table *t, bool created)
+{
+    if (!t->stats) return;
+    atomic_store_explicit(&t->stats->txns_live, t->live, memory_order_relaxed);
+    uint64_t n = atomic_load_explicit(&t->stats->txns_created, memory_order_relaxed);
+    atomic_store_explicit(&t->stats->txns_created, n + created, memory_order_relaxed);
+}
+
+int txn_table_init(struct txn_table *t, uint32_t max, uint64_t max_bytes)
 {
     memset(t, 0, sizeof *t);
     t->max = max;
-    t->nbuckets = 1u << 16;
+    t->max_bytes = max_bytes;
+    t->nbuckets = 1024; /* doubled as transactions come (rehash) */
     t->buckets = calloc(t->nbuckets, sizeof *t->buckets);
     timer_init(&t->sweep, on_sweep);
     return t->buckets ? 0 : -ENOMEM;
@@ -62,15 +75,57 @@ static int grow(struct txn_table *t)
     return 0;
 }
 
+/* Doubles the buckets once chains average two transactions, so a lookup
+ * stays short however many are live (the keyed hash keeps crafted keys from
+ * piling onto one chain). On allocation failure the chains just grow. */
+static void rehash(struct txn_table *t)
+{
+    uint32_t n = t->nbuckets * 2;
+    uint32_t *b = calloc(n, sizeof *b);
+    if (!b) return;
+    for (uint32_t s = 0; s < t->nslots; s++) {
+        struct txn *x = t->slots[s];
+        if (!x) continue;
+        uint32_t i = (uint32_t)x->key_hash & (n - 1);
+        x->hnext = b[i];
+        b[i] = s + 1;
+    }
+    free(t->buckets);
+    t->buckets = b;
+    t->nbuckets = n;
+}
+
+enum txn_admit txn_table_admit(const struct txn_table *t, size_t bytes)
+{
+    if (t->live >= t->max) return TXN_ADMIT_COUNT;
+    if (t->bytes + sizeof(struct txn) + bytes > t->max_bytes) return TXN_ADMIT_BYTES;
+    return TXN_ADMIT_OK;
+}
+
+/* 64 bits from the CSPRNG, drawn from a buffer refilled a few hundred bytes
+ * at a time (one RAND_bytes call per 32 transactions). */
+static uint64_t random64(struct txn_table *t)
+{
+    if (t->rnd_left == 0) {
+        RAND_bytes((uint8_t *)t->rnd, sizeof t->rnd); /* BoringSSL: never fails */
+        t->rnd_left = sizeof t->rnd / sizeof t->rnd[0];
+    }
+    uint64_t v = t->rnd[--t->rnd_left];
+    t->rnd[t->rnd_left] = 0; /* used bits do not stay around */
+    return v;
+}
+
 struct txn *txn_new(struct txn_table *t, const char *key, size_t key_len)
 {
     uint32_t slot;
+    if (t->live >= t->max) return NULL;
     if (t->nfree) {
         slot = t->free_list[--t->nfree];
     } else {
         if (t->nslots == t->cap && grow(t) < 0) return NULL;
         slot = t->nslots++;
     }
+    if (t->live >= t->nbuckets * 2 && t->nbuckets < (1u << 24)) rehash(t);
     struct txn *x = calloc(1, sizeof *x);
     char *k = malloc(key_len ? key_len : 1);
     if (!x || !k) {
@@ -88,11 +143,14 @@ struct txn *txn_new(struct txn_table *t, const char *key, size_t key_len)
     x->key = k;
     x->key_len = (uint16_t)key_len;
     x->key_hash = hash_bytes(key, key_len);
+    x->nonce = random64(t);
     uint32_t b = (uint32_t)x->key_hash & (t->nbuckets - 1);
     x->hnext = t->buckets[b];
     t->buckets[b] = slot + 1;
     t->slots[slot] = x;
     t->live++;
+    t->bytes += sizeof *x + key_len;
+    stat_update(t, true);
     return x;
 }
 
@@ -107,6 +165,9 @@ void txn_free(struct txn_table *t, struct txn *x)
     t->slots[x->slot] = NULL;
     t->free_list[t->nfree++] = x->slot;
     t->live--;
+    t->bytes -= sizeof *x + x->key_len + x->req_len + x->resp_len +
+                (x->tls_name ? strlen(x->tls_name) + 1 : 0);
+    stat_update(t, false);
     free(x->key);
     free(x->req);
     free(x->resp);
@@ -138,14 +199,59 @@ bool txn_table_in_flight(const struct txn_table *t)
     return false;
 }
 
-void txn_keep_response(struct txn *x, const char *buf, size_t len, int status)
+void txn_keep_response(struct txn_table *t, struct txn *x, const char *buf, size_t len, int status)
 {
-    char *c = realloc(x->resp, len);
+    char *c = realloc(x->resp, len ? len : 1);
     if (!c) return;
     memcpy(c, buf, len);
+    t->bytes = t->bytes - x->resp_len + len;
     x->resp = c;
     x->resp_len = (uint32_t)len;
     x->resp_status = status;
+}
+
+int txn_set_request(struct txn_table *t, struct txn *x, const char *buf, size_t len)
+{
+    char *c = malloc(len ? len : 1);
+    if (!c) return -ENOMEM;
+    memcpy(c, buf, len);
+    free(x->req);
+    t->bytes = t->bytes - x->req_len + len;
+    x->req = c;
+    x->req_len = (uint32_t)len;
+    return 0;
+}
+
+int txn_set_tls_name(struct txn_table *t, struct txn *x, const char *name)
+{
+    char *c = name && name[0] ? strdup(name) : NULL;
+    if (name && name[0] && !c) return -ENOMEM;
+    if (x->tls_name) t->bytes -= strlen(x->tls_name) + 1;
+    free(x->tls_name);
+    x->tls_name = c;
+    if (c) t->bytes += strlen(c) + 1;
+    return 0;
+}
+
+bool txn__admit(struct worker *w, size_t bytes)
+{
+    const struct txn_table *t = &proxy__of(w)->txns;
+    switch (txn_table_admit(t, bytes)) {
+    case TXN_ADMIT_OK:
+        return true;
+    case TXN_ADMIT_COUNT:
+        STAT_LIMIT(w, LIMIT_TRANSACTIONS);
+        LOG_RL(LOG_WARN, "new request turned away: %u transactions live (--max-transactions)",
+               t->live);
+        return false;
+    default:
+        STAT_LIMIT(w, LIMIT_TRANSACTION_MEMORY);
+        LOG_RL(LOG_WARN,
+               "new request turned away: transactions keep %llu bytes "
+               "(--max-transaction-memory %u MB)",
+               (unsigned long long)t->bytes, w->cfg->max_transaction_mb);
+        return false;
+    }
 }
 
 /* ---- sending ---------------------------------------------------------------- */
@@ -179,11 +285,11 @@ static ssize_t build_hop_request(const struct txn *x, const char *method, struct
     buf_put_slice(&b, m.ruri);
     buf_puts(&b, " SIP/2.0\r\n");
     const struct sip_hdr *v = sipmsg_hdr(&m, SIP_HDR_VIA);
+    if (!v) return -1;
     buf_puts(&b, "Via: ");
     buf_put_slice(&b, v->value);
     buf_puts(&b, "\r\n");
-    for (unsigned i = 0; i < m.nhdrs; i++) {
-        const struct sip_hdr *h = &m.hdrs[i];
+    for (const struct sip_hdr *h = m.hdrs; h < m.hdrs + m.nhdrs; h++) {
         if (h->kind == SIP_HDR_ROUTE || h->kind == SIP_HDR_FROM || h->kind == SIP_HDR_CALL_ID ||
             (h->kind == SIP_HDR_TO && to.len == 0)) {
             buf_put_slice(&b, h->name);
@@ -221,7 +327,7 @@ void txn__reply(struct worker *w, struct txn *x, const struct sip_msg *m, int co
     ssize_t n = reply_build(m, &x->rx.src, code, warning, NULL, p->aux, OUT_CAP);
     if (n <= 0) return;
     txn__send_server(w, x, p->aux, (size_t)n);
-    txn_keep_response(x, p->aux, (size_t)n, code);
+    txn_keep_response(&p->txns, x, p->aux, (size_t)n, code);
 }
 
 /* ---- timers ------------------------------------------------------------------ */
@@ -251,8 +357,14 @@ void txn__linger(struct worker *w, struct txn *x)
     timer_cancel(&x->t_retx);
     timer_cancel(&x->t_timeout);
     if (x->lingering) return;
-    /* Timer J / K / D: absorb retransmissions for a while, then forget */
-    unsigned k = x->rx.proto != SIP_TRANSPORT_UDP;
+    /* Timer J / K / D: absorb retransmissions for a while, then forget. An
+     * INVITE answered 2xx stays 64*T1 whatever the transport (RFC 6026
+     * Timer L): the UAS retransmits its 2xx end to end until the ACK, and
+     * those retransmissions are relayed only through this transaction,
+     * which checks where they come from. The lists are by duration, so each
+     * stays in expiry order. */
+    bool accepted = x->invite && x->resp_status >= 200 && x->resp_status < 300;
+    unsigned k = x->rx.proto != SIP_TRANSPORT_UDP && !accepted;
     x->lingering = true;
     x->linger_until = w->now_ms + (k ? 1000 : 64 * T1_MS);
     x->lnext = NULL;
@@ -300,9 +412,9 @@ static void reply_timeout(struct worker *w, struct txn *x)
     struct sip_hdr hdrs[MAX_HDRS];
     struct sipmsg_limits lim = {OUT_CAP, MAX_HDRS};
     if (sipmsg_parse(x->req, x->req_len, &m, hdrs, &lim, SIPMSG_DATAGRAM) <= 0 ||
-        m.count[SIP_HDR_VIA] < 2)
+        sipmsg_hdr_count(&m, SIP_HDR_VIA) < 2)
         return;
-    hdrs[m.first[SIP_HDR_VIA]].kind = SIP_HDR_OTHER; /* skip our Via */
+    hdrs[sipmsg_hdr(&m, SIP_HDR_VIA) - hdrs].kind = SIP_HDR_OTHER; /* skip our Via */
     /* the sender's Via in our copy already carries received/rport, so
      * reply_build adds neither a second time */
     txn__reply(w, x, &m, 408, NULL);

@@ -22,6 +22,7 @@ enum txn_state {
  * core/response.c (responses) and core/proxy.c (ACK, CANCEL). */
 struct txn {
     uint32_t slot, gen;
+    uint64_t nonce;    /* random bits of our branch (txn_new), checked on responses */
     uint32_t hnext;    /* private: server-key hash chain (slot + 1, 0 ends) */
     uint64_t key_hash; /* private */
     char *key;         /* private: server transaction key */
@@ -41,19 +42,19 @@ struct txn {
     /* server side: where responses go */
     struct rx_info rx;       /* how the request arrived */
     struct netaddr resp_dst; /* UDP response destination (RFC 3261 §18.2.2 / RFC 3581) */
-    char *resp;              /* last response sent upstream, for retransmissions */
+    char *resp;              /* last response sent back, for retransmissions (txn_keep_response) */
     uint32_t resp_len;
     int resp_status;
 
     /* client side */
-    char *req; /* the forwarded request, for retransmission and CANCEL */
+    char *req; /* the forwarded request, for retransmission and CANCEL (txn_set_request) */
     uint32_t req_len;
     uint8_t out_proto;
     int out_listener;
     struct netaddr out_dst;
     conn_ref out_conn;
-    char *tls_name; /* expected TLS identity of the next hop, or NULL */
-    char branch[48];
+    char *tls_name; /* expected TLS identity of the next hop, or NULL (txn_set_tls_name) */
+    char branch[64];
     uint8_t branch_len;
 
     uint32_t retx_ms;       /* current retransmission interval */
@@ -74,22 +75,43 @@ struct txn_table {
     uint32_t *buckets; /* hash of server key -> slot + 1 */
     uint32_t nbuckets; /* power of two */
     uint32_t live;
-    uint32_t max;
+    uint32_t max;       /* --max-transactions */
+    uint64_t bytes;     /* kept by the live transactions: struct, key, request, response */
+    uint64_t max_bytes; /* --max-transaction-memory */
+    /* the owner's counters (txns_live, txns_created), or NULL (tests) */
+    struct worker_stats *stats;
+    /* random bits for branches, refilled from the CSPRNG (RAND_bytes) */
+    uint64_t rnd[32];
+    uint32_t rnd_left;
     /* completed transactions absorbing retransmissions, in expiry order:
      * [0] received over UDP, [1] over a stream; freed by the sweep timer */
     struct txn *linger_head[2], *linger_tail[2];
     struct timer sweep;
 };
 
-/* Sets up an empty table for at most max transactions. 0 or -ENOMEM. Owner
- * worker (the timers it arms later are that worker's). */
-int txn_table_init(struct txn_table *t, uint32_t max);
+/* Sets up an empty table for at most max transactions keeping at most
+ * max_bytes together (struct, key, request and response copies). 0 or
+ * -ENOMEM. Owner worker (the timers it arms later are that worker's). */
+int txn_table_init(struct txn_table *t, uint32_t max, uint64_t max_bytes);
 /* Frees every transaction (cancelling their timers) and the table. */
 void txn_table_cleanup(struct txn_table *t);
 
-/* Allocates a zeroed transaction with a copy of the server key and its
- * retransmission and timeout timers set up (core/txn.c handles them). NULL
- * when the table is full or memory ran out. Owner worker only. */
+/* Why a new transaction would not fit (txn_table_admit). */
+enum txn_admit {
+    TXN_ADMIT_OK = 0,
+    TXN_ADMIT_COUNT, /* max transactions live */
+    TXN_ADMIT_BYTES, /* the byte budget would be exceeded */
+};
+/* Whether one more transaction keeping about `bytes` (its request copy and
+ * key) fits under the table's limits. Owner worker only. */
+enum txn_admit txn_table_admit(const struct txn_table *t, size_t bytes);
+
+/* Allocates a zeroed transaction with a copy of the server key, 64 fresh
+ * random bits in nonce (a per-table buffer refilled from BoringSSL's
+ * RAND_bytes), and its retransmission and timeout timers set up (core/txn.c
+ * handles them). NULL when max transactions are live or memory ran out (the
+ * byte budget is txn_table_admit()'s: a probe is not refused by it). Owner
+ * worker only. */
 struct txn *txn_new(struct txn_table *t, const char *key, size_t key_len);
 /* Unlinks and frees a transaction, cancelling its timers. Owner worker. */
 void txn_free(struct txn_table *t, struct txn *x);
@@ -103,7 +125,13 @@ struct txn *txn_find_slot(struct txn_table *t, uint32_t slot, uint32_t gen);
 bool txn_table_in_flight(const struct txn_table *t);
 /* Keeps a copy of the response last sent towards the sender, to answer
  * retransmitted requests with it (on allocation failure the old copy
- * stays). Owner worker. */
-void txn_keep_response(struct txn *x, const char *buf, size_t len, int status);
+ * stays), counted in t->bytes. Owner worker. */
+void txn_keep_response(struct txn_table *t, struct txn *x, const char *buf, size_t len, int status);
+/* Sets x's request copy (the forwarded request) to buf[0..len), counted in
+ * t->bytes. 0, or -ENOMEM (x unchanged). Owner worker. */
+int txn_set_request(struct txn_table *t, struct txn *x, const char *buf, size_t len);
+/* Sets the TLS identity x's next hop must prove (a copy; NULL or "" for
+ * none), counted in t->bytes. 0 or -ENOMEM. Owner worker. */
+int txn_set_tls_name(struct txn_table *t, struct txn *x, const char *name);
 
 #endif

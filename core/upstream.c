@@ -205,7 +205,7 @@ static int build_probe(struct worker *w, const struct upstream *u, int l, struct
                                              : worker_listener_port(w, (unsigned)l);
     char uh[NETADDR_STRLEN];
     netaddr_str(&u->addr, uh, sizeof uh);
-    struct branch_id id = {w->id, x->slot, x->gen, 0};
+    struct branch_id id = {w->id, x->slot, x->gen, 0, x->nonce};
     x->branch_len = (uint8_t)branch_encode(&id, x->branch, sizeof x->branch);
     char req[1024];
     int n = snprintf(req, sizeof req,
@@ -221,10 +221,8 @@ static int build_probe(struct worker *w, const struct upstream *u, int l, struct
                      uh, sipuri_transport_name(u->proto), sipuri_transport_str(u->proto), host,
                      port, (int)x->branch_len, x->branch, host, port, w->id & 0xff, seq, uh,
                      w->id & 0xff, seq, host, seq);
-    if (n < 0 || (size_t)n >= sizeof req || !(x->req = malloc((size_t)n))) return -1;
-    memcpy(x->req, req, (size_t)n);
-    x->req_len = (uint32_t)n;
-    return 0;
+    if (n < 0 || (size_t)n >= sizeof req) return -1;
+    return txn_set_request(&proxy__of(w)->txns, x, req, (size_t)n);
 }
 
 /* Sends an OPTIONS to upstream i over its own transport, as a client
@@ -248,8 +246,7 @@ static void send_probe(struct worker *w, unsigned i)
     x->out_proto = u->proto;
     x->out_listener = u->proto == SIP_TRANSPORT_UDP ? l | WORKER_SEND_PRIVATE : -1;
     x->out_dst = u->addr;
-    if (u->tls_name[0]) x->tls_name = strdup(u->tls_name);
-    if (build_probe(w, u, l, x) < 0) {
+    if (txn_set_tls_name(&p->txns, x, u->tls_name) < 0 || build_probe(w, u, l, x) < 0) {
         txn_free(&p->txns, x);
         return;
     }

@@ -111,6 +111,8 @@ struct worker_stats {
     _Atomic uint64_t dns_queries;    /* queries sent to the DNS servers */
     _Atomic uint64_t dns_failures;   /* queries timed out, refused or failed (not NXDOMAIN) */
     _Atomic uint64_t dns_cache_hits; /* lookups answered by the cache or a query in flight */
+    _Atomic uint64_t txns_live;      /* gauge: transactions live (lingering included) */
+    _Atomic uint64_t txns_created;   /* transactions created (forwarded requests, probes) */
 };
 
 /* Counters have one writer (the owner), so a plain load and store will do. */

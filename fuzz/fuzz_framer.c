@@ -7,14 +7,7 @@
 
 #include "core/framer.h"
 #include "core/sipmsg.h"
-
-#define CHECK(c)                                                                                   \
-    do {                                                                                           \
-        if (!(c)) {                                                                                \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #c);                  \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
+#include "fuzz/fuzz.h"
 
 /* Calls the framer on an exact-size heap copy so ASan catches reads past len. */
 static enum framer_result feed(struct framer *f, const char *p, size_t len,

@@ -8,17 +8,9 @@
 #include "core/rewrite.h"
 #include "core/sipmsg.h"
 #include "core/sipuri.h"
+#include "fuzz/fuzz.h"
 
 #define MAXH 64
-
-/* abort() so libFuzzer records the input as a crash */
-#define CHECK(c)                                                                                   \
-    do {                                                                                           \
-        if (!(c)) {                                                                                \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #c);                  \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
 
 static void check_in(const char *buf, size_t len, struct slice s)
 {

@@ -59,12 +59,13 @@ void flowmap_free(struct flowmap *fm)
 {
     if (!fm) return;
     struct cds_lfht_iter it;
-    struct flow_node *n;
+    struct cds_lfht_node *node;
     rcu_read_lock();
-    cds_lfht_for_each_entry(fm->ht, &it, n, node)
-    {
-        if (cds_lfht_del(fm->ht, &n->node) == 0) call_rcu(&n->rcu, free_rcu);
-    }
+    /* not cds_lfht_for_each_entry: at the end it takes container_of(NULL) */
+    for (cds_lfht_first(fm->ht, &it); (node = cds_lfht_iter_get_node(&it));
+         cds_lfht_next(fm->ht, &it))
+        if (cds_lfht_del(fm->ht, node) == 0)
+            call_rcu(&caa_container_of(node, struct flow_node, node)->rcu, free_rcu);
     rcu_read_unlock();
     /* waiting for grace periods (callbacks, a resize in flight) needs this
      * thread's quiescent state: wait offline */

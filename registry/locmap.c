@@ -43,6 +43,17 @@ struct conn_node {
     char aor[];
 };
 
+/* Walks a table's nodes. Not cds_lfht_for_each_entry(): at the end it takes
+ * container_of(NULL), which is undefined (the fuzzer's UBSan reports it). */
+#define LOCMAP_FOR_EACH(ht, it, node)                                                              \
+    for (cds_lfht_first((ht), (it)); ((node) = cds_lfht_iter_get_node(it)) != NULL;                \
+         cds_lfht_next((ht), (it)))
+/* Walks the nodes whose key matches (cds_lfht_for_each_duplicate). */
+#define LOCMAP_FOR_EACH_DUP(ht, hash, match, key, it, node)                                        \
+    for (cds_lfht_lookup((ht), (hash), (match), (key), (it));                                      \
+         ((node) = cds_lfht_iter_get_node(it)) != NULL;                                            \
+         cds_lfht_next_duplicate((ht), (match), (key), (it)))
+
 struct locmap {
     struct cds_lfht *ht;     /* AOR -> struct aor_node */
     struct cds_lfht *byconn; /* conn -> struct conn_node, one per (conn, AOR) */
@@ -102,16 +113,17 @@ void locmap_free(struct locmap *lm)
 {
     if (!lm) return;
     struct cds_lfht_iter it;
-    struct aor_node *n;
-    struct conn_node *x;
+    struct cds_lfht_node *node;
     rcu_read_lock();
-    cds_lfht_for_each_entry(lm->ht, &it, n, node)
+    LOCMAP_FOR_EACH(lm->ht, &it, node)
     {
-        if (cds_lfht_del(lm->ht, &n->node) == 0) call_rcu(&n->rcu, free_aor_rcu);
+        if (cds_lfht_del(lm->ht, node) == 0)
+            call_rcu(&caa_container_of(node, struct aor_node, node)->rcu, free_aor_rcu);
     }
-    cds_lfht_for_each_entry(lm->byconn, &it, x, node)
+    LOCMAP_FOR_EACH(lm->byconn, &it, node)
     {
-        if (cds_lfht_del(lm->byconn, &x->node) == 0) call_rcu(&x->rcu, free_conn_rcu);
+        if (cds_lfht_del(lm->byconn, node) == 0)
+            call_rcu(&caa_container_of(node, struct conn_node, node)->rcu, free_conn_rcu);
     }
     rcu_read_unlock();
     /* waiting for grace periods (callbacks, a resize in flight) needs this
@@ -404,12 +416,12 @@ bool locmap_lookup(struct locmap *lm, struct slice aor, uint64_t now_ms, struct 
 void locmap_drop_conn(struct locmap *lm, uint64_t conn)
 {
     struct cds_lfht_iter it;
-    struct conn_node *x;
+    struct cds_lfht_node *node;
     struct ckey any = {conn, NULL, 0};
     rcu_read_lock();
-    cds_lfht_for_each_entry_duplicate(lm->byconn, (unsigned long)conn_hash(conn), match_conn, &any,
-                                      &it, x, node)
+    LOCMAP_FOR_EACH_DUP(lm->byconn, (unsigned long)conn_hash(conn), match_conn, &any, &it, node)
     {
+        struct conn_node *x = caa_container_of(node, struct conn_node, node);
         struct edit e = {.drop_conn = conn};
         struct slice aor = slice_make(x->aor, x->aor_len);
         (void)modify(lm, aor, x->aor_hash, &e);
@@ -423,14 +435,14 @@ void locmap_drop_conn(struct locmap *lm, uint64_t conn)
 uint64_t locmap_conn_until(struct locmap *lm, uint64_t conn, uint64_t now_ms)
 {
     struct cds_lfht_iter it, ait;
-    struct conn_node *x;
+    struct cds_lfht_node *node;
     struct ckey any = {conn, NULL, 0};
     uint64_t until = 0;
     unsigned seen = 0;
     rcu_read_lock();
-    cds_lfht_for_each_entry_duplicate(lm->byconn, (unsigned long)conn_hash(conn), match_conn, &any,
-                                      &it, x, node)
+    LOCMAP_FOR_EACH_DUP(lm->byconn, (unsigned long)conn_hash(conn), match_conn, &any, &it, node)
     {
+        struct conn_node *x = caa_container_of(node, struct conn_node, node);
         if (++seen > LOCMAP_CONN_WALK_MAX) {
             until = UINT64_MAX;
             break;
@@ -449,12 +461,12 @@ uint64_t locmap_conn_until(struct locmap *lm, uint64_t conn, uint64_t now_ms)
 unsigned long locmap_sweep(struct locmap *lm, uint64_t now_ms)
 {
     struct cds_lfht_iter it, ait;
-    struct aor_node *n;
-    struct conn_node *x;
+    struct cds_lfht_node *node;
     unsigned long removed = 0;
     rcu_read_lock();
-    cds_lfht_for_each_entry(lm->ht, &it, n, node)
+    LOCMAP_FOR_EACH(lm->ht, &it, node)
     {
+        struct aor_node *n = caa_container_of(node, struct aor_node, node);
         bool expired = false;
         for (unsigned i = 0; i < n->nb && !expired; i++)
             expired = n->b[i].expires_ms <= now_ms;
@@ -464,8 +476,9 @@ unsigned long locmap_sweep(struct locmap *lm, uint64_t now_ms)
         if (modify(lm, aor, n->hash, &e) > 0 && e.removed > 0) removed += (unsigned long)e.removed;
     }
     /* index entries a race left without their binding */
-    cds_lfht_for_each_entry(lm->byconn, &it, x, node)
+    LOCMAP_FOR_EACH(lm->byconn, &it, node)
     {
+        struct conn_node *x = caa_container_of(node, struct conn_node, node);
         struct slice aor = slice_make(x->aor, x->aor_len);
         struct aor_node *cur = find(lm, aor, x->aor_hash, &ait);
         if (!cur || !has_conn(cur, cur->nb, x->conn))

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (clang, ASan+UBSan) into build-fuzz/ and runs each one.
 # Usage: scripts/run-fuzz.sh [SECONDS]   (per target, default 60)
-# Seeds are copied from the torture corpus at run time into build-fuzz/corpus/<target>
+# Seeds are copied at run time into build-fuzz/corpus/<target>: the torture corpus for the
+# parser targets, fuzz/corpus/fuzz_proxy/ (call flows) for the proxy target
 # (git-ignored; the inputs libFuzzer adds are kept for the next run). Exits non-zero on
 # any crash, timeout, leak or sanitizer report; the reproducer is left in
 # build-fuzz/artifacts/<target>/.
@@ -20,20 +21,27 @@ cmake -S "$root" -B "$build" -DSIPEDGE_FUZZ=ON -DCMAKE_C_COMPILER=clang \
 cmake --build "$build" -j"$(nproc)" >/dev/null
 
 status=0
-for t in fuzz_sipmsg fuzz_framer; do
+for t in fuzz_sipmsg fuzz_framer fuzz_proxy; do
     corpus=$build/corpus/$t
     art=$build/artifacts/$t
     mkdir -p "$corpus" "$art"
-    for f in "$torture"/*.dat "$torture"/rfc5118/* "$torture"/variants/*; do
-        [ -f "$f" ] || continue
-        rel=${f#"$torture"/}
-        cp "$f" "$corpus/seed-${rel//\//-}"
-    done
+    if [ "$t" = fuzz_proxy ]; then
+        # call flows in the harness's own input format (fuzz/gen_proxy_seeds.py)
+        cp "$root"/fuzz/corpus/fuzz_proxy/* "$corpus/"
+    else
+        for f in "$torture"/*.dat "$torture"/rfc5118/* "$torture"/variants/*; do
+            [ -f "$f" ] || continue
+            rel=${f#"$torture"/}
+            cp "$f" "$corpus/seed-${rel//\//-}"
+        done
+    fi
     log=$build/$t.log
     echo "run-fuzz: $t for ${secs}s (log $log)"
     rc=0
+    extra=()
+    [ "$t" = fuzz_proxy ] && extra=(-max_len=16384) # a call flow is several messages
     "$build/$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-        -artifact_prefix="$art/" "$corpus" >"$log" 2>&1 || rc=$?
+        "${extra[@]}" -artifact_prefix="$art/" "$corpus" >"$log" 2>&1 || rc=$?
     grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -1 || true
     grep -E '^stat::(number_of_executed_units|average_exec_per_sec):' "$log" || true
     if [ "$rc" -ne 0 ] || grep -qE 'ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer)|runtime error:|check failed' "$log"; then

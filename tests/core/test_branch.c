@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "core/branch.h"
+#include "core/txn.h"
 #include "parsed_msg.h"
 
 TestSuite(branch);
@@ -23,10 +24,10 @@ static struct slice S(const char *s) {
 Test(branch, round_trip)
 {
     static const struct branch_id ids[] = {
-        {0, 0, 0, 0},
-        {1, 2, 3, 4},
-        {0xff, 0xffffff, 0xffffffff, 0xffffffff},
-        {63, 0x123456, 0x89abcdef, 0xdeadbeef},
+        {0, 0, 0, 0, 0},
+        {1, 2, 3, 4, 5},
+        {0xff, 0xffffff, 0xffffffff, 0xffffffff, UINT64_MAX},
+        {63, 0x123456, 0x89abcdef, 0xdeadbeef, 0x0123456789abcdefull},
     };
     for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
         char out[64];
@@ -39,24 +40,26 @@ Test(branch, round_trip)
         cr_assert_eq(got.slot, ids[i].slot);
         cr_assert_eq(got.gen, ids[i].gen);
         cr_assert_eq(got.loop, ids[i].loop);
+        cr_assert_eq(got.rand, ids[i].rand);
     }
 }
 
 Test(branch, encode_keeps_the_low_bits_and_the_wire_form)
 {
-    struct branch_id id = {0x1ff, 0x1abcdef, 1, 2}, got;
+    struct branch_id id = {0x1ff, 0x1abcdef, 1, 2, 0xfedcba9876543210ull}, got;
     char out[BRANCH_LEN];
     cr_assert_eq(branch_encode(&id, out, sizeof out), BRANCH_LEN);
-    cr_assert(memcmp(out, "z9hG4bKSeffabcdef0000000100000002", BRANCH_LEN) == 0, "%.*s", BRANCH_LEN,
-              out);
+    cr_assert(memcmp(out, "z9hG4bKSeffabcdef0000000100000002fedcba9876543210", BRANCH_LEN) == 0,
+              "%.*s", BRANCH_LEN, out);
     cr_assert(branch_decode(slice_make(out, BRANCH_LEN), &got));
     cr_assert_eq(got.worker, 0xff);
     cr_assert_eq(got.slot, 0xabcdef);
+    cr_assert_eq(got.rand, 0xfedcba9876543210ull);
 }
 
 Test(branch, encode_refuses_a_short_buffer)
 {
-    struct branch_id id = {1, 2, 3, 4};
+    struct branch_id id = {1, 2, 3, 4, 5};
     char out[BRANCH_LEN - 1];
     cr_assert_eq(branch_encode(&id, out, sizeof out), 0);
 }
@@ -65,24 +68,78 @@ Test(branch, decode_refuses_foreign_and_malformed_branches)
 {
     static const char *const bad[] = {
         "",
-        "z9hG4bK776asdhds",                   /* someone else's */
-        "z9hG4bKSe0100000200000003",          /* too short */
-        "z9hG4bKSe010000020000000300000004f", /* one too many */
-        "z9hG4bKSe01000002000000030000000",   /* one too few */
-        "z9hG4bKSa01000002000000030000000f",  /* our stateless prefix */
-        "z9hG4bKse0100000200000003000000ff",  /* prefix case differs */
-        "x9hG4bKSe0100000200000003000000ff",  /* no magic cookie */
-        "z9hG4bKSe01000002000000030000000F",  /* uppercase digit */
-        "z9hG4bKSe0100000g00000003000000ff",  /* not hex */
-        "z9hG4bKSe01 0000200000003000000ff",  /* space */
+        "z9hG4bK776asdhds",                                   /* someone else's */
+        "z9hG4bKSe0100000200000003000000ff",                  /* the old form: no random bits */
+        "z9hG4bKSe0100000200000003000000ff0123456789abcdef0", /* one too many */
+        "z9hG4bKSe0100000200000003000000ff0123456789abcde",   /* one too few */
+        "z9hG4bKSa0100000200000003000000ff0123456789abcdef",  /* our stateless prefix */
+        "z9hG4bKse0100000200000003000000ff0123456789abcdef",  /* prefix case differs */
+        "x9hG4bKSe0100000200000003000000ff0123456789abcdef",  /* no magic cookie */
+        "z9hG4bKSe0100000200000003000000fF0123456789abcdef",  /* uppercase digit */
+        "z9hG4bKSe0100000200000003000000ff0123456789abcdeF",  /* uppercase random digit */
+        "z9hG4bKSe0100000g00000003000000ff0123456789abcdef",  /* not hex */
+        "z9hG4bKSe0100000200000003000000ff01234567 9abcdef",  /* space */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         struct branch_id id;
         cr_assert(!branch_decode(S(bad[i]), &id), "accepted \"%s\"", bad[i]);
     }
     struct branch_id id;
-    cr_assert(branch_decode(S("z9hG4bKSe0100000200000003000000ff"), &id));
+    cr_assert(branch_decode(S("z9hG4bKSe0100000200000003000000ff0123456789abcdef"), &id));
     cr_assert_eq(id.loop, 0xff);
+    cr_assert_eq(id.rand, 0x0123456789abcdefull);
+}
+
+/* The branch of a transaction: its routing bits, and random bits that a
+ * slot reused by a later transaction does not repeat (an off-path sender
+ * who can guess slot and generation still cannot guess these). */
+static size_t branch_of(const struct txn *x, char *out, size_t cap)
+{
+    struct branch_id id = {.worker = 3, .slot = x->slot, .gen = x->gen, .rand = x->nonce};
+    return branch_encode(&id, out, cap);
+}
+
+Test(branch, a_reused_slot_gets_new_random_bits)
+{
+    struct txn_table t;
+    cr_assert_eq(txn_table_init(&t, 64, 1 << 20), 0);
+    char a[BRANCH_LEN], b[BRANCH_LEN];
+    struct txn *x = txn_new(&t, "k1", 2);
+    cr_assert_not_null(x);
+    uint32_t slot = x->slot, gen = x->gen;
+    uint64_t nonce = x->nonce;
+    cr_assert_eq(branch_of(x, a, sizeof a), BRANCH_LEN);
+    txn_free(&t, x);
+    struct txn *y = txn_new(&t, "k2", 2);
+    cr_assert_not_null(y);
+    cr_assert_eq(y->slot, slot, "the freed slot is reused");
+    cr_assert_neq(y->gen, gen);
+    cr_assert_neq(y->nonce, nonce, "the same random bits twice");
+    cr_assert_eq(branch_of(y, b, sizeof b), BRANCH_LEN);
+    /* same prefix, worker and slot; the random part differs */
+    cr_assert(memcmp(a, b, BRANCH_PREFIX_LEN + 8) == 0);
+    cr_assert(memcmp(a + BRANCH_LEN - 16, b + BRANCH_LEN - 16, 16) != 0);
+    struct branch_id got;
+    cr_assert(branch_decode(slice_make(b, sizeof b), &got));
+    cr_assert_eq(got.rand, y->nonce);
+    cr_assert_eq(got.slot, y->slot);
+    cr_assert_eq(got.gen, y->gen);
+    /* and over many transactions no two nonces repeat, and every bit varies */
+    uint64_t seen_or = 0, seen_and = UINT64_MAX, prev[256];
+    for (int i = 0; i < 256; i++) {
+        struct txn *z = txn_new(&t, "k", 1);
+        cr_assert_not_null(z);
+        prev[i] = z->nonce;
+        seen_or |= z->nonce;
+        seen_and &= z->nonce;
+        for (int j = 0; j < i; j++)
+            cr_assert_neq(prev[j], prev[i]);
+        txn_free(&t, z);
+    }
+    cr_assert_eq(seen_or, UINT64_MAX);
+    cr_assert_eq(seen_and, 0);
+    txn_free(&t, y);
+    txn_table_cleanup(&t);
 }
 
 Test(branch, stateless_branch_is_stable_and_not_ours)

@@ -157,7 +157,7 @@ static unsigned longest_chain(const struct txn_table *t)
 static double txn_run(char keys[][KEY_MAX], unsigned *chain)
 {
     struct txn_table t;
-    cr_assert_eq(txn_table_init(&t, NKEYS), 0);
+    cr_assert_eq(txn_table_init(&t, NKEYS, 1ull << 30), 0);
     double t0 = now_s();
     for (unsigned i = 0; i < NKEYS; i++)
         cr_assert_not_null(txn_new(&t, keys[i], strlen(keys[i])));

@@ -98,8 +98,9 @@ Test(reply, via_stack_copied_with_received_and_rport_on_top)
           "Via: SIP/2.0/TCP 10.1.1.1;branch=z9hG4bK2, SIP/2.0/UDP 10.2.2.2;branch=z9hG4bK3\r\n"
           "v: SIP/2.0/UDP 10.3.3.3;branch=z9hG4bK4\r\n" DLG_NOTAG,
           "192.0.2.10", 40000, 486, NULL, NULL, out, sizeof out);
-    const char *want = "Via: SIP/2.0/UDP phone.example.com:5062;rport;branch=z9hG4bK1"
-                       ";received=192.0.2.10;rport=40000\r\n"
+    /* RFC 3581 §4: the bare rport gets the value (one rport, not two) */
+    const char *want = "Via: SIP/2.0/UDP phone.example.com:5062;rport=40000;branch=z9hG4bK1"
+                       ";received=192.0.2.10\r\n"
                        "Via: SIP/2.0/TCP 10.1.1.1;branch=z9hG4bK2\r\n"
                        "Via: SIP/2.0/UDP 10.2.2.2;branch=z9hG4bK3\r\n"
                        "Via: SIP/2.0/UDP 10.3.3.3;branch=z9hG4bK4\r\n";
@@ -181,4 +182,71 @@ Test(reply, destination_follows_rfc3261_18_2_2_and_rfc3581)
               "Via: SIP/2.0/TCP 192.0.2.10:5070;branch=z9hG4bK1\r\n" DLG_NOTAG);
     reply_dst(&p.m, &rx, &dst);
     cr_assert(netaddr_eq(&dst, &rx.src));
+}
+
+/* A control byte in a header our reply copies would go back in the 400: no
+ * reply is built then. One elsewhere is no obstacle, and a CSeq the parser
+ * refused goes back as it came (RFC 4475 scalar02: 400). */
+Test(reply, refuses_to_copy_control_bytes)
+{
+    static const char *const refused[] = {
+        "OPTIONS sip:b@x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n"
+        "To: <sip:b@x>\r\nFrom: <sip:a@x>;tag=1\rX\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n",
+        "OPTIONS sip:b@x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n"
+        "To: <sip:b@x>\r\nFrom: <sip:a@x>;tag=1\r\nCall-ID: c\x01\r\nCSeq: 1 OPTIONS\r\n\r\n",
+        "OPTIONS sip:b@x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\x7f\r\n"
+        "To: <sip:b@x>\r\nFrom: <sip:a@x>;tag=1\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n",
+        "OPTIONS sip:b@x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n"
+        "To: \"a\\\rb\" <sip:b@x>\r\nFrom: <sip:a@x>;tag=1\r\nCall-ID: c\r\nCSeq: 1 "
+        "OPTIONS\r\n\r\n",
+    };
+    static const char *const answered[] = {
+        "OPTIONS sip:b@x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n"
+        "To: <sip:b@x>\r\nFrom: <sip:a@x>;tag=1\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n"
+        "Subject: a\rInjected: b\r\n\r\n",
+        "OPTIONS sip:b@x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n"
+        "To: \"BEL\\\x07\" <sip:b@x>\r\nFrom: <sip:a@x>;tag=1\r\nCall-ID: c\r\n"
+        "CSeq: 1 OPTIONS\r\n\r\n",
+        "OPTIONS sip:b@x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n"
+        "To: <sip:b@x>\r\nFrom: <sip:a@x>;tag=1\r\nCall-ID: c\r\nCSeq: 1\r\n OPTIONS\r\n\r\n",
+    };
+    struct parsed p;
+    struct netaddr src = parsed_addr("192.0.2.9", 5060);
+    char out[2048];
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        parse(&p, refused[i]);
+        cr_assert_eq(reply_build(&p.m, &src, 400, NULL, NULL, out, sizeof out), -1, "%zu", i);
+    }
+    for (size_t i = 0; i < sizeof answered / sizeof answered[0]; i++) {
+        parse(&p, answered[i]);
+        cr_assert_gt(reply_build(&p.m, &src, 400, NULL, NULL, out, sizeof out), 0, "%zu", i);
+    }
+    /* a CSeq that stopped the parser */
+    static const char bad_cseq[] =
+        "OPTIONS sip:b@x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n"
+        "To: <sip:b@x>\r\nFrom: <sip:a@x>;tag=1\r\nCall-ID: c\r\n"
+        "CSeq: 4294967296 OPTIONS\r\n\r\n";
+    static const struct sipmsg_limits lim = {65535, PARSED_MAXH};
+    cr_assert_eq(sipmsg_parse(bad_cseq, sizeof bad_cseq - 1, &p.m, p.h, &lim, SIPMSG_DATAGRAM), -1);
+    cr_assert_eq(p.m.err, SIP_ERR_CSEQ);
+    ssize_t n = reply_build(&p.m, &src, 400, NULL, NULL, out, sizeof out - 1);
+    cr_assert_gt(n, 0);
+    out[n] = 0;
+    cr_assert(strstr(out, "\r\nCSeq: 4294967296 OPTIONS\r\n"), "%s", out);
+}
+
+/* A bare rport gets its value in place (RFC 3581 §4), not a second rport. */
+Test(reply, bare_rport_is_filled_in_place)
+{
+    char out[2048], l[256];
+    build("OPTIONS sip:b@x SIP/2.0\r\nVia: SIP/2.0/UDP h:5062;rport;branch=z9hG4bK1\r\n"
+          "To: <sip:b@x>\r\nFrom: <sip:a@x>;tag=1\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n",
+          "192.0.2.9", 40000, 200, NULL, NULL, out, sizeof out);
+    cr_assert_str_eq(line(out, "Via:", l, sizeof l),
+                     "Via: SIP/2.0/UDP h:5062;rport=40000;branch=z9hG4bK1;received=192.0.2.9");
+    build("OPTIONS sip:b@x SIP/2.0\r\nVia: SIP/2.0/UDP h:5062;branch=z9hG4bK1;rport\r\n"
+          "To: <sip:b@x>\r\nFrom: <sip:a@x>;tag=1\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n",
+          "192.0.2.9", 40000, 200, NULL, NULL, out, sizeof out);
+    cr_assert_str_eq(line(out, "Via:", l, sizeof l),
+                     "Via: SIP/2.0/UDP h:5062;branch=z9hG4bK1;rport=40000;received=192.0.2.9");
 }

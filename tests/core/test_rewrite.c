@@ -360,3 +360,72 @@ Test(rewrite, remove_top_n_values)
     rewrite_add_top(&p.rw, &p.m, SLICE_LIT(NEWVIA));
     EXPECT(&p, SL NEWVIA VIA1 MF DLG END);
 }
+
+/* ---- rewrite_init_msg: what a received message is forwarded as ------------------ */
+
+/* Parses lit as a datagram (or a stream message) and starts rewrite_init_msg. */
+static void parse_msg(struct parsed *p, const char *src, size_t len, unsigned flags)
+{
+    p->src = src;
+    p->len = len;
+    int r = sipmsg_parse(src, len, &p->m, p->h, &lim, flags);
+    cr_assert_gt(r, 0, "parse: %d %s", r, sipmsg_err_str(p->m.err));
+    rewrite_init_msg(&p->rw, &p->m, src);
+}
+
+#define SECOND "INVITE sip:victim@example.com SIP/2.0\r\nVia: SIP/2.0/TCP evil\r\n\r\n"
+
+Test(rewrite, init_msg_adds_the_content_length_a_datagram_lacked)
+{
+    /* no Content-Length: the rest of the datagram is the body (a whole
+     * second request here); forwarded onto a stream without a length, the
+     * next hop would parse the body as a request of its own */
+    static const char in[] = SL VIA1 DLG "\r\n" SECOND;
+    struct parsed p;
+    parse_msg(&p, in, sizeof in - 1, SIPMSG_DATAGRAM);
+    rewrite_add_top(&p.rw, &p.m, SLICE_LIT("Via: SIP/2.0/TCP proxy;branch=z9hG4bKx\r\n"));
+    char cl[64];
+    snprintf(cl, sizeof cl, "Content-Length: %zu\r\n", sizeof SECOND - 1);
+    char want[1024];
+    int n = snprintf(want, sizeof want, "%s%s%s%s\r\n%s", SL,
+                     "Via: SIP/2.0/TCP proxy;branch=z9hG4bKx\r\n", VIA1 DLG, cl, SECOND);
+    expect_out(&p, want, (size_t)n);
+    /* the stream framer of the next hop sees exactly one message */
+    static char out[1024];
+    cr_assert_eq(rewrite_build(&p.rw, out, sizeof out), n);
+    struct sip_msg m;
+    struct sip_hdr h[64];
+    cr_assert_eq(sipmsg_parse(out, (size_t)n, &m, h, &lim, 0), n);
+    cr_assert_eq(m.body.len, sizeof SECOND - 1);
+}
+
+Test(rewrite, init_msg_drops_datagram_bytes_past_content_length)
+{
+    static const char in[] = SL VIA1 DLG "Content-Length: 4\r\n\r\nbody" SECOND;
+    struct parsed p;
+    parse_msg(&p, in, sizeof in - 1, SIPMSG_DATAGRAM);
+    EXPECT(&p, SL VIA1 DLG "Content-Length: 4\r\n\r\nbody");
+}
+
+Test(rewrite, init_msg_keeps_an_exact_message_as_it_is)
+{
+    static const char in[] = SL VIA1 MF DLG END;
+    struct parsed p;
+    parse_msg(&p, in, sizeof in - 1, SIPMSG_DATAGRAM);
+    EXPECT(&p, SL VIA1 MF DLG END);
+    /* a stream message is framed by its Content-Length already */
+    static const char two[] = SL VIA1 MF DLG END SL VIA1 MF DLG END;
+    parse_msg(&p, two, sizeof two - 1, 0);
+    EXPECT(&p, SL VIA1 MF DLG END);
+}
+
+Test(rewrite, init_msg_empty_body_and_last_line_removed)
+{
+    /* no body, no Content-Length: "Content-Length: 0" goes before the empty
+     * line, also when the header line just above it is removed */
+    static const char in[] = SL VIA1 DLG "Route: <sip:p1;lr>\r\n\r\n";
+    struct parsed p;
+    parse_msg(&p, in, sizeof in - 1, SIPMSG_DATAGRAM);
+    rewrite_remove_top(&p.rw, &p.m, SIP_HDR_ROUTE, 1);
+    EXPECT(&p, SL VIA1 DLG "Content-Length: 0\r\n\r\n");
+}

@@ -163,10 +163,16 @@ static const struct row valid[] = {
        "Content-Length:\r\n 0\r\n\r\n"),
      OK, OK},
     {"leading-crlf", M("\r\n\r\n\r\n" OPTS "Content-Length: 0\r\n\r\n"), OK, OK},
-    {"bare-lf",
-     M("OPTIONS sip:bob@example.com SIP/2.0\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\n"
-       "To: <sip:bob@example.com>\nFrom: <sip:a@example.com>;tag=1\nCall-ID: lf\n"
-       "CSeq: 1 OPTIONS\nContent-Length: 3\n\nabc"),
+    /* control bytes a proxy may forward: HTAB, a CRLF fold, a bare-LF fold
+     * (both splitters agree it continues the line), and the quoted-pairs of
+     * RFC 3261 §25.1 (RFC 4475 intmeth: NUL, BEL and DEL escaped in a
+     * quoted display name) */
+    {"ctl-htab", M(OPTS "Subject:\tjust\ta tab\t\r\nl: 0\r\n\r\n"), OK, OK},
+    {"ctl-lf-fold", M(OPTS "Subject: folded\n  on a bare LF\r\nl: 0\r\n\r\n"), OK, OK},
+    {"ctl-quoted-pair",
+     M("OPTIONS sip:bob@example.com SIP/2.0\r\n" VIA
+       "To: \"BEL:\\\x07 NUL:\\\0 DEL:\\\x7f ESC:\\\x1b\" <sip:bob@example.com>\r\n"
+       "From: <sip:alice@example.com>;tag=1\r\nCall-ID: q\r\nCSeq: 1 OPTIONS\r\nl: 0\r\n\r\n"),
      OK, OK},
     {"noreason-sp", M("SIP/2.0 100 \r\n" VIA DLG "CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"), OK,
      OK},
@@ -405,6 +411,36 @@ static const struct row invalid[] = {
             "l: 0\r\n\r\n"),
      OK, OK},
     {"rr-unclosed", M(OPTS "Record-Route: <sip:p1.example.com;lr\r\nl: 0\r\n\r\n"), OK, OK},
+    /* control bytes (issue 10): a bare CR or LF is a line break to a peer
+     * that splits lines differently, so what follows it would be a header
+     * of its own there; NUL ends C strings; the rest have no business in a
+     * header */
+    {"ctl-bare-cr", M(OPTS "Subject: hi\rInjected: yes\r\nl: 0\r\n\r\n"), VERR(CONTROL_BYTES),
+     VERR(CONTROL_BYTES)},
+    {"ctl-bare-lf", M(OPTS "Subject: hi\nInjected: yes\r\nl: 0\r\n\r\n"), VERR(CONTROL_BYTES),
+     VERR(CONTROL_BYTES)},
+    {"ctl-nul", M(OPTS "Subject: a\0b\r\nl: 0\r\n\r\n"), VERR(CONTROL_BYTES), VERR(CONTROL_BYTES)},
+    {"ctl-bel", M(OPTS "Subject: a\x07\r\nl: 0\r\n\r\n"), VERR(CONTROL_BYTES), VERR(CONTROL_BYTES)},
+    {"ctl-del", M(OPTS "Subject: a\x7f\r\nl: 0\r\n\r\n"), VERR(CONTROL_BYTES), VERR(CONTROL_BYTES)},
+    {"ctl-esc-unquoted", M(OPTS "Subject: a\\\x1b\r\nl: 0\r\n\r\n"), VERR(CONTROL_BYTES),
+     VERR(CONTROL_BYTES)},
+    {"ctl-escaped-cr", M(OPTS "Subject: \"a\\\rInjected: yes\"\r\nl: 0\r\n\r\n"),
+     VERR(CONTROL_BYTES), VERR(CONTROL_BYTES)},
+    {"ctl-in-ruri",
+     M("OPTIONS sip:bob@exa\x01mple.com SIP/2.0\r\n" VIA DLG "CSeq: 1 OPTIONS\r\nl: 0\r\n\r\n"),
+     VERR(CONTROL_BYTES), VERR(CONTROL_BYTES)},
+    {"ctl-in-reason", M("SIP/2.0 200 O\0K\r\n" VIA DLG "CSeq: 1 INVITE\r\nl: 0\r\n\r\n"),
+     VERR(CONTROL_BYTES), VERR(CONTROL_BYTES)},
+    {"ctl-in-response", M("SIP/2.0 486 Busy\r\n" VIA DLG "CSeq: 1 INVITE\r\nX: \r\r\nl: 0\r\n\r\n"),
+     VERR(CONTROL_BYTES), VERR(CONTROL_BYTES)},
+    /* a message with bare LF line ends parses (robustness), but a proxy
+     * does not forward it: our own lines end in CRLF, and a mix is what
+     * the bare-LF cases above exploit */
+    {"bare-lf",
+     M("OPTIONS sip:bob@example.com SIP/2.0\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\n"
+       "To: <sip:bob@example.com>\nFrom: <sip:a@example.com>;tag=1\nCall-ID: lf\n"
+       "CSeq: 1 OPTIONS\nContent-Length: 3\n\nabc"),
+     VERR(CONTROL_BYTES), VERR(CONTROL_BYTES)},
 };
 
 #define NVALID   (sizeof valid / sizeof valid[0])
@@ -918,9 +954,11 @@ Test(sipmsg, folding_and_lws)
     assert_slice(m.method_name, "OPTIONS");
     cr_assert(m.start_line.ptr == find_row(valid, NVALID, "leading-crlf")->msg + 6);
 
-    parse_ok("bare-lf", &m, h, 0);
+    const struct row *r = find_row(invalid, NINVALID, "bare-lf");
+    cr_assert_gt(sipmsg_parse(r->msg, r->len, &m, h, &lim, 0), 0);
     assert_slice(sipmsg_hdr(&m, SIP_HDR_CALL_ID)->value, "lf");
     assert_slice(m.body, "abc");
+    cr_assert_eq(sipmsg_validate(&m), SIP_ERR_CONTROL_BYTES);
 }
 
 Test(sipmsg, escapes_kept_as_is)
@@ -1170,4 +1208,26 @@ Test(sipmsg, corpus_against_guard_page)
     corpus_dir(&g, "torture/rfc5118");
     corpus_dir(&g, "torture/variants");
     guard_cleanup(&g);
+}
+
+/* sipmsg_check_controls() names the offending byte, and only looks at the
+ * start line and headers: a body may carry anything. */
+Test(sipmsg, control_bytes_position_and_body)
+{
+    static const char cr[] = OPTS "Subject: hi\rX: y\r\nl: 0\r\n\r\n";
+    struct sip_msg m;
+    struct sip_hdr h[MAXH];
+    cr_assert_gt(sipmsg_parse(cr, sizeof cr - 1, &m, h, &lim, SIPMSG_DATAGRAM), 0);
+    cr_assert_eq(sipmsg_check_controls(&m), SIP_ERR_CONTROL_BYTES);
+    cr_assert_eq(m.err_pos, sizeof(OPTS "Subject: hi") - 1);
+    /* the same bytes after a leading CRLF: the offset still counts from buf */
+    static const char lead[] = "\r\n" OPTS "Subject: hi\x01\r\nl: 0\r\n\r\n";
+    cr_assert_gt(sipmsg_parse(lead, sizeof lead - 1, &m, h, &lim, SIPMSG_DATAGRAM), 0);
+    cr_assert_eq(sipmsg_check_controls(&m), SIP_ERR_CONTROL_BYTES);
+    cr_assert_eq(m.err_pos, sizeof("\r\n" OPTS "Subject: hi") - 1);
+    static const char body[] = OPTS "Content-Type: application/octet-stream\r\nl: 5\r\n\r\n"
+                                    "\0\r\x7f\n\x01";
+    cr_assert_gt(sipmsg_parse(body, sizeof body - 1, &m, h, &lim, SIPMSG_DATAGRAM), 0);
+    cr_assert_eq(sipmsg_check_controls(&m), SIP_ERR_NONE);
+    cr_assert_eq(sipmsg_validate(&m), SIP_ERR_NONE);
 }
