@@ -1,6 +1,8 @@
 /* Management HTTP port: one unpinned thread, one connection at a time,
- * each bounded by a timeout; it reads the workers' counters and nothing
- * else. GET /stats (JSON), GET /metrics (Prometheus text format). */
+ * each bounded by a timeout; it reads the workers' counters, the SIP
+ * Servers' published state and the flow map (as an RCU reader), and touches
+ * no worker's objects. GET /stats (JSON), GET /metrics (Prometheus text
+ * format), GET /flows (JSON), GET /health. */
 #include "core/mgmt.h"
 
 #include <errno.h>
@@ -18,14 +20,20 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/netaddr.h"
+#include "core/proxy.h"
 #include "core/slice.h"
+#include "core/upstream.h"
 #include "core/worker.h"
+#include "registry/flowmap.h"
+#include "registry/locmap.h"
 
 #define MGMT_IO_TIMEOUT_S 2 /* per read or write */
 #define MGMT_CONN_LIMIT_S 5 /* a whole request, however it trickles in */
 #define MGMT_REQ_MAX      8192
 #define MGMT_BODY_START   16384      /* a reply body's first buffer, doubled until it fits */
 #define MGMT_BODY_MAX     (1u << 26) /* larger than any real one */
+#define FLOWS_LIMIT       100        /* GET /flows entries per page by default */
+#define FLOWS_LIMIT_MAX   1000       /* ... and at most */
 
 static struct {
     const struct config *cfg;
@@ -77,6 +85,9 @@ static const struct counter counters[] = {
     C("keepalives", keepalives, "CRLF keep-alives received"),
     C("tls_handshakes", tls_handshakes, "TLS handshakes completed"),
     C("tls_resumed", tls_resumed, "TLS handshakes that resumed a session"),
+    G("transactions_live", txns_live, "transactions in the table (as of the last loop turn)"),
+    C("transactions_created", txns_created, "transactions made (OPTIONS probes included)"),
+    C("failovers", failovers, "requests sent on to the next SIP Server target"),
 };
 #undef C
 #undef G
@@ -141,10 +152,197 @@ static const char *upstream_role(unsigned i)
     return i ? "backup" : "primary";
 }
 
-static void stats_json(struct buf *o)
+/* What a page renderer gets: the query string, and the HTTP status it
+ * answers with (200 unless it says otherwise). */
+struct page {
+    struct slice query;
+    int status;
+};
+
+/* The counter at offset off in struct worker_stats, summed over workers. */
+static uint64_t sum_of(size_t off)
 {
+    uint64_t sum = 0;
+    for (unsigned i = 0; i < worker_count(); i++)
+        sum += load(
+            (const _Atomic uint64_t *)(const void *)((const char *)&worker_get(i)->stats + off));
+    return sum;
+}
+
+/* ---- the SIP Servers' state, as their owner published it ----------------- */
+
+/* "address" of target g (brackets around IPv6) into a[NETADDR_STRLEN]. */
+static const char *target_str(const struct upstream_target *g, char *a)
+{
+    return netaddr_str(&g->t.addr, a, NETADDR_STRLEN) ? a : "?";
+}
+
+/* The "upstreams" member of /stats: per SIP Server its URI, role, whether it
+ * is in service and active, and each target's state, since when and why. */
+static void upstreams_json(struct buf *o)
+{
+    struct upstream_set s;
+    bool have = upstream_published(&s);
+    uint64_t now = clock_mono_ms();
+    buf_printf(o, "  \"upstreams\": [");
+    for (unsigned u = 0; u < mg.cfg->nupstream; u++) {
+        bool ok = have && u < s.nup;
+        buf_printf(o, "%s\n    {\"uri\": ", u ? "," : "");
+        buf_put_json_str(o, slice_make(mg.cfg->upstream[u], strlen(mg.cfg->upstream[u])));
+        buf_printf(o, ", \"role\": \"%s\", \"answering\": %s, \"active\": %s, \"targets\": [",
+                   upstream_role(u), ok && !s.up[u].down ? "true" : "false",
+                   ok && s.active == u ? "true" : "false");
+        for (unsigned t = 0; ok && t < s.up[u].ntargets; t++) {
+            const struct upstream_target *g = &s.up[u].tg[t];
+            char a[NETADDR_STRLEN];
+            buf_printf(o,
+                       "%s{\"target\": \"%s\", \"transport\": \"%s\", \"state\": \"%s\", "
+                       "\"current\": %s, \"since_s\": %llu, \"reason\": \"%s\"}",
+                       t ? ", " : "", target_str(g, a), sipuri_transport_name(g->t.proto),
+                       upstream_state_name(g->state), t == s.up[u].cur ? "true" : "false",
+                       (unsigned long long)(now > g->changed_ms ? (now - g->changed_ms) / 1000 : 0),
+                       upstream_reason_name(g->reason));
+        }
+        buf_printf(o, "]}");
+    }
+    buf_printf(o, "%s]\n", mg.cfg->nupstream ? "\n  " : "");
+}
+
+/* /metrics: each SIP Server and each of its targets. */
+static void upstream_metrics(struct buf *o)
+{
+    struct upstream_set s;
+    if (!mg.cfg->nupstream || !upstream_published(&s)) return;
+    uint64_t now = clock_mono_ms();
+    buf_printf(o, "# HELP sipedge_upstream_up 1 while the SIP Server is in service (a target up, "
+                  "or not known to be down)\n# TYPE sipedge_upstream_up gauge\n");
+    for (unsigned u = 0; u < s.nup; u++)
+        buf_printf(o, "sipedge_upstream_up{role=\"%s\"} %d\n", upstream_role(u), !s.up[u].down);
+    buf_printf(o, "# HELP sipedge_upstream_active 1 for the SIP Server requests go to\n"
+                  "# TYPE sipedge_upstream_active gauge\n");
+    for (unsigned u = 0; u < s.nup; u++)
+        buf_printf(o, "sipedge_upstream_active{role=\"%s\"} %d\n", upstream_role(u), s.active == u);
+    buf_printf(o, "# HELP sipedge_upstream_target_state 1 for the state each SIP Server target is "
+                  "in (up, down, unknown)\n# TYPE sipedge_upstream_target_state gauge\n"
+                  "# HELP sipedge_upstream_target_current 1 for the target a SIP Server uses\n"
+                  "# TYPE sipedge_upstream_target_current gauge\n"
+                  "# HELP sipedge_upstream_target_change_age_seconds seconds since the target's "
+                  "state last changed (label reason: why)\n"
+                  "# TYPE sipedge_upstream_target_change_age_seconds gauge\n");
+    for (unsigned u = 0; u < s.nup; u++)
+        for (unsigned t = 0; t < s.up[u].ntargets; t++) {
+            const struct upstream_target *g = &s.up[u].tg[t];
+            char a[NETADDR_STRLEN], l[NETADDR_STRLEN + 64];
+            snprintf(l, sizeof l, "role=\"%s\",target=\"%s\",transport=\"%s\"", upstream_role(u),
+                     target_str(g, a), sipuri_transport_name(g->t.proto));
+            for (unsigned st = UPSTREAM_UNKNOWN; st <= UPSTREAM_DOWN; st++)
+                buf_printf(o, "sipedge_upstream_target_state{%s,state=\"%s\"} %d\n", l,
+                           upstream_state_name(st), g->state == st);
+            buf_printf(o, "sipedge_upstream_target_current{%s} %d\n", l, t == s.up[u].cur);
+            buf_printf(
+                o, "sipedge_upstream_target_change_age_seconds{%s,reason=\"%s\"} %llu\n", l,
+                upstream_reason_name(g->reason),
+                (unsigned long long)(now > g->changed_ms ? (now - g->changed_ms) / 1000 : 0));
+        }
+}
+
+/* /metrics: client transactions timed out, by type. */
+static void txn_metrics(struct buf *o)
+{
+    buf_printf(
+        o, "# HELP sipedge_transaction_timeouts_total client transactions timed out "
+           "(Timer B or C, Timer F), by type\n# TYPE sipedge_transaction_timeouts_total counter\n");
+    for (unsigned i = 0; i < worker_count(); i++) {
+        const struct worker_stats *st = &worker_get(i)->stats;
+        buf_printf(o,
+                   "sipedge_transaction_timeouts_total{worker=\"%u\",type=\"invite\"} %llu\n"
+                   "sipedge_transaction_timeouts_total{worker=\"%u\",type=\"non_invite\"} %llu\n",
+                   i, (unsigned long long)load(&st->txn_timeouts_invite), i,
+                   (unsigned long long)load(&st->txn_timeouts_other));
+    }
+}
+
+/* GET /health: 200 while a SIP Server is in service or none is configured,
+ * else 503; a short JSON body saying which. */
+static void health_json(struct buf *o, struct page *pg)
+{
+    struct upstream_set s;
+    unsigned n = mg.cfg->nupstream, in = 0;
+    bool have = n && upstream_published(&s);
+    for (unsigned u = 0; have && u < s.nup; u++)
+        in += !s.up[u].down;
+    pg->status = n == 0 || in ? 200 : 503;
+    buf_printf(o, "{\"status\": \"%s\", \"sip_servers\": %u, \"in_service\": %u",
+               pg->status == 200 ? "ok" : "unavailable", n, in);
+    if (in) buf_printf(o, ", \"active\": \"%s\"", upstream_role(s.active));
+    buf_printf(o, "}\n");
+}
+
+/* ---- GET /flows ------------------------------------------------------------ */
+
+/* The value of query parameter `name` as a number up to max, or dflt. */
+static uint64_t query_u64(struct slice q, const char *name, uint64_t max, uint64_t dflt)
+{
+    size_t nl = strlen(name);
+    while (q.len) {
+        const char *amp = memchr(q.ptr, '&', q.len);
+        struct slice kv = slice_make(q.ptr, amp ? (size_t)(amp - q.ptr) : q.len);
+        uint64_t v;
+        if (kv.len > nl && kv.ptr[nl] == '=' && memcmp(kv.ptr, name, nl) == 0 &&
+            slice_to_u64(slice_make(kv.ptr + nl + 1, kv.len - nl - 1), max, &v))
+            return v;
+        q = amp ? slice_make(amp + 1, q.len - kv.len - 1) : SLICE_NULL;
+    }
+    return dflt;
+}
+
+/* "n" seconds since ms, or null for 0 (never). */
+static void age_json(struct buf *o, const char *name, uint64_t ms, uint64_t now)
+{
+    if (!ms)
+        buf_printf(o, ", \"%s\": null", name);
+    else
+        buf_printf(o, ", \"%s\": %llu", name,
+                   (unsigned long long)(now > ms ? (now - ms) / 1000 : 0));
+}
+
+/* One page of the flow map: each phone's flow (AOR where its REGISTER
+ * named one, remote address, transport, the worker owning its connection,
+ * how long ago it was first seen, registered, and sent a keep-alive).
+ * ?offset=N&limit=M (at most FLOWS_LIMIT_MAX). */
+static void flows_json(struct buf *o, struct page *pg)
+{
+    unsigned long offset = (unsigned long)query_u64(pg->query, "offset", UINT32_MAX, 0);
+    unsigned limit = (unsigned)query_u64(pg->query, "limit", FLOWS_LIMIT_MAX, FLOWS_LIMIT);
+    struct flow_entry *e = limit ? calloc(limit, sizeof *e) : NULL;
+    unsigned long total = 0;
+    unsigned n = e || !limit ? flowmap_page(proxy_flowmap(), offset, e, limit, &total) : 0;
+    uint64_t now = clock_mono_ms();
+    buf_printf(o, "{\"total\": %lu, \"offset\": %lu, \"limit\": %u, \"flows\": [", total, offset,
+               limit);
+    for (unsigned i = 0; i < n; i++) {
+        char a[NETADDR_STRLEN];
+        buf_printf(o, "%s\n  {\"aor\": ", i ? "," : "");
+        if (e[i].aor_len)
+            buf_put_json_str(o, slice_make(e[i].aor, e[i].aor_len));
+        else
+            buf_puts(o, "null");
+        buf_printf(o, ", \"remote\": \"%s\", \"transport\": \"%s\", \"worker\": %u",
+                   netaddr_str(&e[i].peer, a, sizeof a) ? a : "?",
+                   sipuri_transport_name(e[i].proto), CONN_REF_WORKER(e[i].conn));
+        age_json(o, "age_s", e[i].since_ms, now);
+        age_json(o, "registered_s", e[i].register_ms, now);
+        age_json(o, "keepalive_s", e[i].keepalive_ms, now);
+        buf_puts(o, "}");
+    }
+    buf_printf(o, "%s]}\n", n ? "\n" : "");
+    free(e);
+}
+
+static void stats_json(struct buf *o, struct page *pg)
+{
+    (void)pg;
     unsigned n = worker_count();
-    const struct config *cfg = mg.cfg;
     buf_printf(o, "{\n  \"version\": \"%s\",\n  \"uptime_s\": %llu,\n  \"workers\": %u,\n",
                SIPEDGE_VERSION, (unsigned long long)(now_s() - mg.start_s), n);
     buf_printf(o, "  \"total\": {");
@@ -172,6 +370,11 @@ static void stats_json(struct buf *o)
             sum += load(&worker_get(i)->stats.limit_hits[l]);
         buf_printf(o, ", \"limit_%s\": %llu", limit_names[l], (unsigned long long)sum);
     }
+    buf_printf(o,
+               ", \"transaction_timeouts_invite\": %llu, "
+               "\"transaction_timeouts_non_invite\": %llu",
+               (unsigned long long)sum_of(offsetof(struct worker_stats, txn_timeouts_invite)),
+               (unsigned long long)sum_of(offsetof(struct worker_stats, txn_timeouts_other)));
     buf_printf(o, "},\n  \"per_worker\": [\n");
     for (unsigned i = 0; i < n; i++) {
         const struct worker *w = worker_get(i);
@@ -181,24 +384,15 @@ static void stats_json(struct buf *o)
                        (unsigned long long)counter_of(w, &counters[k]));
         buf_printf(o, "}%s\n", i + 1 < n ? "," : "");
     }
-    buf_printf(o, "  ],\n  \"upstreams\": [");
-    /* every worker probes on its own; worker 0's view is reported */
-    const struct worker *w0 = n ? worker_get(0) : NULL;
-    for (unsigned u = 0; u < cfg->nupstream && w0; u++) {
-        bool down = (load(&w0->stats.upstream_down) >> u) & 1;
-        bool active = load(&w0->stats.upstream_active) == u;
-        buf_printf(o,
-                   "%s\n    {\"uri\": \"%s\", \"role\": \"%s\", \"answering\": %s, \"active\": %s}",
-                   u ? "," : "", cfg->upstream[u], upstream_role(u), down ? "false" : "true",
-                   active ? "true" : "false");
-    }
-    buf_printf(o, "%s]\n}\n", cfg->nupstream ? "\n  " : "");
+    buf_printf(o, "  ],\n");
+    upstreams_json(o);
+    buf_printf(o, "}\n");
 }
 
-static void metrics_text(struct buf *o)
+static void metrics_text(struct buf *o, struct page *pg)
 {
+    (void)pg;
     unsigned n = worker_count();
-    const struct config *cfg = mg.cfg;
     for (size_t k = 0; k < NCOUNTERS; k++) {
         const struct counter *c = &counters[k];
         const char *suffix = c->gauge ? "" : "_total";
@@ -229,42 +423,58 @@ static void metrics_text(struct buf *o)
             buf_printf(o, "sipedge_limit_hits_total{worker=\"%u\",limit=\"%s\"} %llu\n", i,
                        limit_names[l],
                        (unsigned long long)load(&worker_get(i)->stats.limit_hits[l]));
-    if (cfg->nupstream && n) {
-        const struct worker *w0 = worker_get(0);
-        buf_printf(o,
-                   "# HELP sipedge_upstream_up 1 while the SIP Server answers its OPTIONS probes\n"
-                   "# TYPE sipedge_upstream_up gauge\n");
-        for (unsigned u = 0; u < cfg->nupstream; u++)
-            buf_printf(o, "sipedge_upstream_up{role=\"%s\"} %d\n", upstream_role(u),
-                       !((load(&w0->stats.upstream_down) >> u) & 1));
-        buf_printf(o, "# HELP sipedge_upstream_active 1 for the SIP Server requests go to\n"
-                      "# TYPE sipedge_upstream_active gauge\n");
-        for (unsigned u = 0; u < cfg->nupstream; u++)
-            buf_printf(o, "sipedge_upstream_active{role=\"%s\"} %d\n", upstream_role(u),
-                       load(&w0->stats.upstream_active) == u);
-    }
+    txn_metrics(o);
+    upstream_metrics(o);
     buf_printf(o,
                "# HELP sipedge_uptime_seconds seconds since start\n"
                "# TYPE sipedge_uptime_seconds gauge\nsipedge_uptime_seconds %llu\n",
                (unsigned long long)(now_s() - mg.start_s));
 }
 
-/* Runs fn into a heap buffer, doubling it until the text fits. Returns the
- * text (the caller frees it) with *len set, or NULL when out of memory. */
-static char *render(void (*fn)(struct buf *), size_t *len)
+/* The pages, their content type and renderer. */
+static const struct endpoint {
+    const char *path;
+    const char *type;
+    void (*fn)(struct buf *, struct page *);
+} endpoints[] = {
+    {"/stats", "application/json", stats_json},
+    {"/metrics", "text/plain; version=0.0.4", metrics_text},
+    {"/flows", "application/json", flows_json},
+    {"/health", "application/json", health_json},
+};
+
+static const struct endpoint *endpoint_of(struct slice path)
 {
-    for (size_t cap = MGMT_BODY_START; cap <= MGMT_BODY_MAX; cap *= 2) {
+    for (size_t i = 0; i < sizeof endpoints / sizeof endpoints[0]; i++)
+        if (slice_eq(path, slice_make(endpoints[i].path, strlen(endpoints[i].path))))
+            return &endpoints[i];
+    return NULL;
+}
+
+/* Runs fn into a heap buffer, doubling it until the text fits. Returns the
+ * text (the caller frees it) with *len set, or NULL when out of memory.
+ * The renderers read the flow map and the published SIP Server state: the
+ * calling thread is an RCU (QSBR) reader for the while, and only then, so
+ * it never holds a grace period up while it waits for clients. */
+static char *render(void (*fn)(struct buf *, struct page *), struct page *pg, size_t *len)
+{
+    char *out = NULL;
+    locmap_thread_register();
+    for (size_t cap = MGMT_BODY_START; cap <= MGMT_BODY_MAX && !out; cap *= 2) {
         char *p = malloc(cap);
-        if (!p) return NULL;
+        if (!p) break;
         struct buf b = buf_make(p, cap);
-        fn(&b);
+        pg->status = 200;
+        fn(&b, pg);
         if (buf_ok(&b)) {
             *len = b.len;
-            return p;
+            out = p;
+        } else {
+            free(p);
         }
-        free(p);
     }
-    return NULL;
+    locmap_thread_unregister();
+    return out;
 }
 
 /* ---- one connection ----------------------------------------------------- */
@@ -339,11 +549,14 @@ static void serve(struct client *c)
     struct slice method = slice_make(req, (size_t)(sp1 - req));
     struct slice path = slice_make(sp1 + 1, (size_t)(sp2 - sp1 - 1));
     const char *q = memchr(path.ptr, '?', path.len);
-    if (q) path.len = (size_t)(q - path.ptr);
-    bool stats = slice_eq(path, SLICE_LIT("/stats")),
-         metrics = slice_eq(path, SLICE_LIT("/metrics"));
-    if (!stats && !metrics) {
-        static const char msg[] = "not found: try /stats (JSON) or /metrics (Prometheus)\n";
+    struct page pg = {.query = SLICE_NULL};
+    if (q) {
+        pg.query = slice_make(q + 1, path.len - (size_t)(q + 1 - path.ptr));
+        path.len = (size_t)(q - path.ptr);
+    }
+    const struct endpoint *ep = endpoint_of(path);
+    if (!ep) {
+        static const char msg[] = "not found: try /stats, /metrics, /flows or /health\n";
         respond(c, 404, "Not Found", "text/plain", NULL, msg, sizeof msg - 1);
         return;
     }
@@ -355,12 +568,12 @@ static void serve(struct client *c)
         return;
     }
     size_t blen = 0;
-    char *body = render(stats ? stats_json : metrics_text, &blen);
+    char *body = render(ep->fn, &pg, &blen);
     if (!body) {
         static const char msg[] = "out of memory\n";
         respond(c, 500, "Internal Server Error", "text/plain", NULL, msg, sizeof msg - 1);
     } else {
-        respond(c, 200, "OK", stats ? "application/json" : "text/plain; version=0.0.4", NULL,
+        respond(c, pg.status, pg.status == 200 ? "OK" : "Service Unavailable", ep->type, NULL,
                 head ? NULL : body, blen);
     }
     free(body);
@@ -437,7 +650,8 @@ int mgmt_start(const struct config *cfg, struct tls_ctx *tls)
         return -err;
     }
     mg.running = true;
-    LOG_I("management: %s://%s/stats and /metrics", tls ? "https" : "http", cfg->stats_listen);
+    LOG_I("management: %s://%s/stats, /metrics, /flows and /health", tls ? "https" : "http",
+          cfg->stats_listen);
     return 0;
 }
 

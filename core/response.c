@@ -128,6 +128,7 @@ static void relay(struct worker *w, struct txn *x, const struct sip_msg *m, cons
         upstream__probe_answered(w, x, code);
         return;
     }
+    if (x->to_upstream && failover__response(w, x, m, code)) return;
     if (!(code < 200 ? on_provisional(w, x, code) : on_final(w, x, m, code))) return;
     struct rewrite rw;
     rewrite_init(&rw, buf, m->msg_len);

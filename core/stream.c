@@ -166,6 +166,8 @@ static ssize_t frame(struct worker *w, struct conn *c, char *buf, size_t len, un
         case FRAMER_KEEPALIVE:
             STAT_INC(w, keepalives);
             stream__write(w, c, "\r\n", 2);
+            if (w->rt->h->on_keepalive && c->state != CONN_CLOSED)
+                w->rt->h->on_keepalive(w, c->ref, &c->peer, c->proto);
             break;
         case FRAMER_PONG:
             break;

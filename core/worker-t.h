@@ -106,6 +106,12 @@ struct worker_stats {
     _Atomic uint64_t upstream_down;   /* gauge: bit i set = upstream i not answering */
     _Atomic uint64_t refused[REFUSE__COUNT];   /* by enum stat_refusal */
     _Atomic uint64_t limit_hits[LIMIT__COUNT]; /* by enum stat_limit */
+    /* transactions and SIP Server failover (the layer above) */
+    _Atomic uint64_t txns_live;           /* gauge: live transactions, as of the last loop turn */
+    _Atomic uint64_t txns_created;        /* transactions made (probes included) */
+    _Atomic uint64_t txn_timeouts_invite; /* Timer B or C: INVITE client transactions timed out */
+    _Atomic uint64_t txn_timeouts_other;  /* Timer F: non-INVITE ones */
+    _Atomic uint64_t failovers;           /* requests sent on to the next SIP Server target */
 };
 
 /* Counters have one writer (the owner), so a plain load and store will do. */
@@ -124,6 +130,8 @@ struct worker_stats {
 enum worker_msg_kind {
     WMSG_SEND = 1, /* send data on conn (which the receiver owns); the runtime's */
     WMSG_SIP,      /* a received SIP message for the receiver's on_worker_msg */
+    WMSG_LAYER,    /* the layer above's own message to its peer on another worker:
+                    * data is its business (on_worker_msg) */
 };
 struct worker_msg {
     uint8_t kind; /* enum worker_msg_kind */

@@ -71,7 +71,8 @@ LAYERS = [
                  "dns/dns_cache", "dns/dns_rfc3263", "registry/flowmap", "registry/flowtoken",
                  "registry/locmap"}),
     ("proxy", {"core/proxy", "core/proxy-int", "core/route", "core/forward", "core/response",
-               "core/txn", "core/branch", "core/reply", "core/upstream", "core/registrar"}),
+               "core/txn", "core/branch", "core/reply", "core/upstream", "core/registrar",
+               "core/failover"}),
     ("main", {"core/main", "core/cli", "core/mgmt"}),
 ]
 

@@ -82,6 +82,7 @@ calls="$py $here/run_sipp_calls.py --proxy $proxy"
 [ "$proxy" = sipedge ] && step "peer sites and the new-INVITE rate limit" 200 $py "$here/test_peer_overload.py"
 [ "$proxy" = sipedge ] && step "management port: /stats, /metrics, over TLS" 200 $py "$here/test_stats.py"
 [ "$proxy" = sipedge ] && step "SIP Server and peer site by name (SRV, A)" 150 $py "$here/test_upstream_dns.py"
+[ "$proxy" = sipedge ] && step "operations: upstream owner, failover, /flows, /health" 400 $py "$here/test_ops.py"
 if [ "$proxy" = sipedge ]; then
   step "torture corpus (udp, tcp, tcp byte by byte)" 900 $py "$here/test_torture.py"
 fi
