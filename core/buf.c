@@ -41,3 +41,21 @@ void buf_put_hex(struct buf *b, uint64_t v, int digits)
         t[i] = hex[v & 15];
     buf_put(b, t, (size_t)digits);
 }
+
+void buf_put_json_str(struct buf *b, struct slice s)
+{
+    buf_put(b, "\"", 1);
+    for (size_t i = 0; i < s.len; i++) {
+        unsigned char c = (unsigned char)s.ptr[i];
+        if (c == '"' || c == '\\') {
+            buf_put(b, "\\", 1);
+            buf_put(b, &s.ptr[i], 1);
+        } else if (c < 0x20 || c >= 0x7f) {
+            buf_put(b, "\\u00", 4);
+            buf_put_hex(b, c, 2);
+        } else {
+            buf_put(b, &s.ptr[i], 1);
+        }
+    }
+    buf_put(b, "\"", 1);
+}

@@ -55,6 +55,10 @@ void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(print
 
 /* Decimal, printf-free. */
 void buf_put_u(struct buf *b, uint64_t v);
+/* s as a quoted JSON string: '"' and '\\' escaped, control bytes and
+ * every byte from 0x7f up as \u00XX (network bytes need not be UTF-8), so
+ * the output is valid JSON whatever s holds. */
+void buf_put_json_str(struct buf *b, struct slice s);
 /* Exactly `digits` lowercase hex digits of v's low bits (digits <= 16). */
 void buf_put_hex(struct buf *b, uint64_t v, int digits);
 

@@ -249,6 +249,50 @@ static void send_stateful(struct worker *w, const struct rx_info *rx, const stru
     STAT_INC(w, forwarded);
 }
 
+/* The listener a request along rp leaves from: rp's transport, its
+ * destination's family if there is one. -1 when there is none. */
+static int out_listener(const struct worker *w, const struct route_plan *rp)
+{
+    int out_l = config_pick_listener(w->cfg, rp->proto, rp->dst.sa.sa_family);
+    return out_l >= 0 ? out_l : config_pick_listener(w->cfg, rp->proto, AF_UNSPEC);
+}
+
+void forward__keep_original(struct worker *w, struct txn *x, const char *buf, size_t len,
+                            const struct route_plan *rp)
+{
+    const struct upstream_set *s = &proxy__of(w)->ups;
+    /* only where there is somewhere else to go */
+    if (s->nup < 2 && (rp->upstream_idx >= s->nup || s->up[rp->upstream_idx].ntargets < 2)) return;
+    if (!(x->orig = malloc(len))) return;
+    memcpy(x->orig, buf, len);
+    x->orig_len = (uint32_t)len;
+    x->orig_npop = (uint8_t)rp->npop;
+    x->orig_from_endpoint = rp->from_endpoint;
+}
+
+int forward__rebuild(struct worker *w, struct txn *x, const struct route_plan *rp)
+{
+    struct proxy_worker *p = w->layer;
+    struct sip_msg m;
+    struct sip_hdr hdrs[MAX_HDRS];
+    unsigned flags = x->rx.proto == SIP_TRANSPORT_UDP ? SIPMSG_DATAGRAM : 0;
+    int out_l = out_listener(w, rp);
+    if (!x->orig || out_l < 0 || netaddr_is_forbidden(&rp->dst) ||
+        sipmsg_parse(x->orig, x->orig_len, &m, hdrs, &p->lim, flags) < 0)
+        return -1;
+    ssize_t n = build_forwarded(w, &x->rx, &m, x->orig, rp, x, out_l);
+    if (n <= 0 || (size_t)n > w->cfg->max_message_size ||
+        txn_set_request(&p->txns, x, p->out, (size_t)n) < 0 ||
+        txn_set_tls_name(&p->txns, x, rp->tls_name[0] ? rp->tls_name : NULL) < 0)
+        return -1;
+    x->out_proto = rp->proto;
+    x->out_listener = rp->proto == SIP_TRANSPORT_UDP ? out_l | WORKER_SEND_PRIVATE : -1;
+    x->out_dst = rp->dst;
+    x->out_conn = CONN_REF_NONE;
+    x->upstream_idx = (uint8_t)rp->upstream_idx;
+    return 0;
+}
+
 void forward__request(struct worker *w, const struct rx_info *rx, const struct sip_msg *m,
                       const char *buf, size_t len, const struct route_plan *rp, const char *key,
                       size_t key_len)
@@ -258,8 +302,7 @@ void forward__request(struct worker *w, const struct rx_info *rx, const struct s
         reply__send(w, rx, m, 403, "Forbidden Next Hop", NULL);
         return;
     }
-    int out_l = config_pick_listener(w->cfg, rp->proto, rp->dst.sa.sa_family);
-    if (out_l < 0) out_l = config_pick_listener(w->cfg, rp->proto, AF_UNSPEC);
+    int out_l = out_listener(w, rp);
     if (out_l < 0) {
         reply__send(w, rx, m, 503, "No Listener For Transport", NULL);
         return;
@@ -274,6 +317,7 @@ void forward__request(struct worker *w, const struct rx_info *rx, const struct s
         return;
     }
     if (x) {
+        if (rp->to_upstream) forward__keep_original(w, x, buf, len, rp);
         send_stateful(w, rx, m, rp, x, (size_t)n);
         return;
     }

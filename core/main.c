@@ -29,6 +29,7 @@ static const struct worker_handlers proxy_handlers = {
     .quiescent = proxy_quiescent,
     .awake = proxy_awake,
     .busy = proxy_busy,
+    .on_keepalive = proxy_on_keepalive,
 };
 
 static void log_startup(const struct config *cfg)

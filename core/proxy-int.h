@@ -31,11 +31,22 @@ struct flowtoken_key;
  * own thread; only that thread touches it. The comment on each field names
  * the file that writes it; any file of the layer may read. */
 struct proxy_worker {
-    struct txn_table txns;   /* core/txn.c (forward.c, upstream.c add entries) */
-    struct upstream_set ups; /* core/upstream.c */
-    struct timer probe;      /* core/upstream.c: OPTIONS service-state checks */
-    struct timer resolve;    /* core/upstream.c: re-resolution of names */
-    uint32_t probe_seq;      /* core/upstream.c */
+    struct txn_table txns; /* core/txn.c (forward.c, upstream.c add entries) */
+    /* core/upstream.c: this worker's copy of the SIP Servers' state as the
+     * owner of upstream health (worker 0) published it (upstream__sync) */
+    struct upstream_set ups;
+    uint64_t ups_gen;
+    uint64_t ups_hint_ms; /* when this worker marked a target down in ups itself, or 0 */
+    /* core/upstream.c, worker 0 only (NULL elsewhere): the owner's state,
+     * its probes and its resolutions */
+    struct upstream_set *master;
+    struct timer probe;   /* OPTIONS service-state checks */
+    struct timer resolve; /* re-resolution of names */
+    struct timer settle;  /* publication after first probes' answers */
+    uint32_t probe_seq;
+    /* core/failover.c: when this worker last told the owner that a target
+     * it does not see up answered, by SIP Server and target */
+    uint64_t answered_told_ms[2][DNS_MAX_TARGETS];
     /* the process-wide maps and key (proxy_global_init()); core/proxy.c sets
      * them at init, read-only afterwards */
     struct locmap *loc;
@@ -109,14 +120,50 @@ void txn__linger(struct worker *w, struct txn *x);
 int upstream__worker_init(struct worker *w);
 /* core/upstream.c: stops the probe and resolve timers. */
 void upstream__worker_cleanup(struct worker *w);
-/* core/upstream.c: records whether SIP Server i answered and picks the one
- * in service: the active one while it answers, else the other one if it
- * does; a name with several targets first moves to its next target. */
-void upstream__state(struct worker *w, unsigned i, bool up);
-/* core/upstream.c: response `code` to our OPTIONS probe x. */
+/* core/upstream.c: response `code` to our OPTIONS probe x (owner). */
 void upstream__probe_answered(struct worker *w, struct txn *x, int code);
-/* core/upstream.c: our OPTIONS probe x went unanswered. */
+/* core/upstream.c: our OPTIONS probe x went unanswered (owner). */
 void upstream__probe_timed_out(struct worker *w, struct txn *x);
+/* core/upstream.c: brings proxy__of(w)->ups up to the state the owner
+ * published last (a copy, taken when the generation changed). Any worker,
+ * online for RCU (as during a loop turn). */
+void upstream__sync(struct worker *w);
+
+/* core/upstream.c: target t of SIP Server i (this worker's copy's indexes)
+ * answered a request now: noted for the owner without a message. Any
+ * worker. */
+void upstream__answered(struct worker *w, unsigned i, unsigned t);
+/* core/upstream.c: this worker saw target proto/addr of SIP Server i fail
+ * a request: its own copy stops using the target at once, before the
+ * owner's state says so (or for a second at most, should the owner not). */
+void upstream__local_down(struct worker *w, unsigned i, uint8_t proto, const struct netaddr *addr);
+
+/* What a worker's traffic showed about a SIP Server target, for the owner
+ * of upstream health: carried in a WMSG_LAYER message (core/failover.c
+ * sends it; worker 0 calls upstream__on_report). */
+struct upstream_report {
+    uint8_t what;  /* UPSTREAM_WHY_ANSWERED, _TIMEOUT or _503 */
+    uint8_t idx;   /* SIP Server: 0 primary, 1 backup */
+    uint8_t proto; /* the target: transport and address */
+    struct netaddr addr;
+};
+/* core/upstream.c: the owner takes a report (data, len bytes: a struct
+ * upstream_report; anything else is ignored). Worker 0 only. */
+void upstream__on_report(struct worker *w, const void *data, size_t len);
+
+/* core/failover.c: arms x's --failover-timeout (a request to a SIP Server
+ * target was just sent). */
+void failover__arm(struct worker *w, struct txn *x);
+/* core/failover.c: x's --failover-timeout passed (x->t_failover's callback). */
+void failover__on_timer(struct worker *w, struct timer *t);
+/* core/failover.c: response `code` (m) to x, a request sent to a SIP Server
+ * target: tells the owner the target answered; a 503 before anything but
+ * 100 Trying sends x to the next target (RFC 3263 §4.3). True when it was
+ * taken here (x went on to the next target): do not relay it. */
+bool failover__response(struct worker *w, struct txn *x, const struct sip_msg *m, int code);
+/* core/failover.c: x timed out (Timer B/F) while its failover timer still ran
+ * (--failover-timeout above Timer B/F): the target did not answer. */
+void failover__timed_out(struct worker *w, struct txn *x);
 
 /* core/route.c: the view route_decide() reads, for w now. */
 void route__view(const struct worker *w, struct route_view *v);
@@ -139,6 +186,15 @@ void forward__request(struct worker *w, const struct rx_info *rx, const struct s
  * the owner of connection conn, which could not write it (the connection
  * closed): a request of a live transaction gets 430 Flow Failed at once. */
 void forward__undelivered(struct worker *w, conn_ref conn, char *buf, size_t len);
+/* core/forward.c: keeps the request as received (buf, len) and what
+ * forward__rebuild() needs of plan rp in x, when x may fail over to another
+ * SIP Server target; without memory x just does not fail over. */
+void forward__keep_original(struct worker *w, struct txn *x, const char *buf, size_t len,
+                            const struct route_plan *rp);
+/* core/forward.c: forwards x's kept request again along rp (a SIP Server
+ * target), under x's current branch (txn_rebranch() first): x->req and its
+ * next hop are replaced. 0, or -1 with x unchanged. */
+int forward__rebuild(struct worker *w, struct txn *x, const struct route_plan *rp);
 
 /* core/response.c: a parsed response: handed to the worker owning its
  * transaction, or relayed through it. */

@@ -189,8 +189,12 @@ static void record_flow(struct worker *w, const struct route_view *v, const stru
     struct flow_entry fe = {.conn = rx->conn,
                             .proto = rx->proto,
                             .peer = rx->src,
-                            .register_ms = reg ? w->now_ms : 0},
+                            .register_ms = reg ? w->now_ms : 0,
+                            .since_ms = w->now_ms},
                       cur;
+    struct sip_addr to;
+    if (reg && sipuri_parse_addr(sipmsg_hdr(m, SIP_HDR_TO)->value, &to) == 0)
+        fe.aor_len = (uint16_t)locmap_aor_key(to.uri_text, fe.aor, sizeof fe.aor);
     if (reg || (route_creates_dialog(m) &&
                 !(flowmap_lookup(flows, rx->proto, &rx->src, &cur) && cur.conn == rx->conn)))
         flowmap_set(flows, &fe);
@@ -307,6 +311,7 @@ static void handle_request(struct worker *w, const struct rx_info *rx, struct si
     }
     if (match_transaction(w, rx, m, key, key_len)) return;
     if (turn_away_draining(w, rx, m)) return;
+    upstream__sync(w);
     route__view(w, &v);
     record_flow(w, &v, rx, m);
     if (!proxy_checks(w, &v, rx, m)) return;
@@ -429,7 +434,14 @@ void proxy_on_worker_msg(struct worker *w, struct worker_msg *m)
         proxy__process(w, &m->rx, m->data, m->len);
     else if (m->kind == WMSG_SEND_FAILED && w->layer)
         forward__undelivered(w, m->conn, m->data, m->len);
+    else if (m->kind == WMSG_LAYER)
+        upstream__on_report(w, m->data, m->len);
     worker_msg_free(m);
+}
+
+void proxy_on_keepalive(struct worker *w, conn_ref c, const struct netaddr *peer, uint8_t proto)
+{
+    if (w->layer) flowmap_touch(proxy__of(w)->flows, proto, peer, c, w->now_ms);
 }
 
 void proxy_on_conn_closed(struct worker *w, conn_ref c, const struct netaddr *peer, uint8_t proto)

@@ -38,6 +38,8 @@ void proxy_quiescent(struct worker *w, bool sleeping);
 void proxy_awake(struct worker *w);
 /* True while transactions or DNS lookups are in flight (SIGTERM drain). */
 bool proxy_busy(struct worker *w);
+/* A CRLF keep-alive on connection c of w: noted on its flow (GET /flows). */
+void proxy_on_keepalive(struct worker *w, conn_ref c, const struct netaddr *peer, uint8_t proto);
 
 struct locmap;
 

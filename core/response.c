@@ -97,6 +97,7 @@ static void relay(struct worker *w, struct txn *x, const struct sip_msg *m, cons
         upstream__probe_answered(w, x, code);
         return;
     }
+    if (x->to_upstream && failover__response(w, x, m, code)) return;
     if (!(code < 200 ? on_provisional(w, x, code) : on_final(w, x, m, code))) return;
     struct rewrite rw;
     rewrite_init_msg(&rw, m, buf); /* what Content-Length framed, with one */

@@ -400,7 +400,7 @@ static bool upstream_has_addr(const struct upstream *u, const struct netaddr *a)
 {
     if (u->resolved && netaddr_eq(&u->addr, a)) return true;
     for (unsigned i = 0; i < u->ntargets && i < DNS_MAX_TARGETS; i++)
-        if (netaddr_eq(&u->targets[i].addr, a)) return true;
+        if (netaddr_eq(&u->tg[i].t.addr, a)) return true;
     return false;
 }
 

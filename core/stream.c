@@ -242,6 +242,8 @@ static ssize_t frame(struct worker *w, struct conn *c, char *buf, size_t len, un
             STAT_INC(w, keepalives);
             keepalive_seen(w, c);
             write_bytes(w, c, "\r\n", 2);
+            if (w->rt->h->on_keepalive && c->state != CONN_CLOSED)
+                w->rt->h->on_keepalive(w, c->ref, &c->peer, c->proto);
             break;
         case FRAMER_PONG:
             keepalive_seen(w, c);

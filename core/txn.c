@@ -137,6 +137,7 @@ struct txn *txn_new(struct txn_table *t, const char *key, size_t key_len)
     memcpy(k, key, key_len);
     timer_init(&x->t_retx, on_retx);
     timer_init(&x->t_timeout, on_timeout);
+    timer_init(&x->t_failover, failover__on_timer);
     x->slot = slot;
     x->gen = t->gens[slot]++;
     if (t->gens[slot] == 0) t->gens[slot] = 1;
@@ -154,6 +155,13 @@ struct txn *txn_new(struct txn_table *t, const char *key, size_t key_len)
     return x;
 }
 
+void txn_rebranch(struct txn_table *t, struct txn *x)
+{
+    x->gen = t->gens[x->slot]++;
+    if (t->gens[x->slot] == 0) t->gens[x->slot] = 1;
+    x->nonce = random64(t); /* a new branch is as unguessable as the first */
+}
+
 void txn_free(struct txn_table *t, struct txn *x)
 {
     uint32_t *pp = &t->buckets[(uint32_t)x->key_hash & (t->nbuckets - 1)];
@@ -162,6 +170,7 @@ void txn_free(struct txn_table *t, struct txn *x)
     if (*pp) *pp = x->hnext;
     timer_cancel(&x->t_retx);
     timer_cancel(&x->t_timeout);
+    timer_cancel(&x->t_failover);
     t->slots[x->slot] = NULL;
     t->free_list[t->nfree++] = x->slot;
     t->live--;
@@ -172,6 +181,7 @@ void txn_free(struct txn_table *t, struct txn *x)
     free(x->req);
     free(x->resp);
     free(x->tls_name);
+    free(x->orig);
     free(x);
 }
 
@@ -356,6 +366,7 @@ void txn__linger(struct worker *w, struct txn *x)
     struct txn_table *tt = &proxy__of(w)->txns;
     timer_cancel(&x->t_retx);
     timer_cancel(&x->t_timeout);
+    timer_cancel(&x->t_failover);
     if (x->lingering) return;
     /* Timer J / K / D: absorb retransmissions for a while, then forget. An
      * INVITE answered 2xx stays 64*T1 whatever the transport (RFC 6026
@@ -383,6 +394,7 @@ void txn__arm(struct worker *w, struct txn *x)
         worker_timer_arm(w, &x->t_retx, T1_MS);
     }
     worker_timer_arm(w, &x->t_timeout, 64 * T1_MS); /* Timer B / F */
+    if (x->to_upstream) failover__arm(w, x);
 }
 
 static void on_retx(struct worker *w, struct timer *t)
@@ -424,7 +436,6 @@ static void reply_timeout(struct worker *w, struct txn *x)
 static void on_timeout(struct worker *w, struct timer *t)
 {
     struct txn *x = (struct txn *)((char *)t - offsetof(struct txn, t_timeout));
-    struct upstream_set *ups = &proxy__of(w)->ups;
     if (x->probe) {
         upstream__probe_timed_out(w, x);
         return;
@@ -434,9 +445,12 @@ static void on_timeout(struct worker *w, struct timer *t)
         txn__linger(w, x);
         return;
     }
-    if (x->to_upstream && x->upstream_idx == ups->active && !x->provisional_seen)
-        upstream__state(w, x->upstream_idx, false); /* the active SIP Server did not answer */
+    if (x->to_upstream) failover__timed_out(w, x);
     STAT_INC(w, timeouts);
+    if (x->invite)
+        STAT_INC(w, txn_timeouts_invite);
+    else
+        STAT_INC(w, txn_timeouts_other);
     if (x->invite && x->provisional_seen && !x->cancelled) txn__send_cancel(w, x); /* Timer C */
     if (!x->invite || !x->resp_status || x->resp_status < 200) reply_timeout(w, x);
     x->state = TXN_COMPLETED;

@@ -60,8 +60,18 @@ struct txn {
     uint32_t retx_ms;       /* current retransmission interval */
     struct timer t_retx;    /* A / E on the client side, G on the server side */
     struct timer t_timeout; /* B / F */
-    bool lingering;         /* completed: on the worker's linger list */
-    uint64_t linger_until;  /* then freed by the sweep */
+    /* failover to the next SIP Server target (core/failover.c): the request
+     * as received (kept only when there is another target, freed at the
+     * first response beyond 100 Trying), what its plan popped and whence it
+     * came, the targets tried (bit: SIP Server * 8 + target) */
+    char *orig;
+    uint32_t orig_len;
+    uint8_t orig_npop;
+    bool orig_from_endpoint;
+    uint16_t tried;
+    struct timer t_failover; /* --failover-timeout: no response at all yet */
+    bool lingering;          /* completed: on the worker's linger list */
+    uint64_t linger_until;   /* then freed by the sweep */
     struct txn *lnext;
 };
 
@@ -117,6 +127,10 @@ struct txn *txn_new(struct txn_table *t, const char *key, size_t key_len);
 void txn_free(struct txn_table *t, struct txn *x);
 /* Server transaction by key, or NULL. Owner worker. */
 struct txn *txn_find_key(struct txn_table *t, const char *key, size_t key_len);
+/* Gives x a new generation, so a new branch (a request sent again to
+ * another target, RFC 3261 §16.6): responses to the old branch no longer
+ * find it. Owner worker. */
+void txn_rebranch(struct txn_table *t, struct txn *x);
 /* Client transaction by slot and generation (from our branch); NULL if stale.
  * Owner worker. */
 struct txn *txn_find_slot(struct txn_table *t, uint32_t slot, uint32_t gen);

@@ -111,8 +111,12 @@ struct worker_stats {
     _Atomic uint64_t dns_queries;    /* queries sent to the DNS servers */
     _Atomic uint64_t dns_failures;   /* queries timed out, refused or failed (not NXDOMAIN) */
     _Atomic uint64_t dns_cache_hits; /* lookups answered by the cache or a query in flight */
-    _Atomic uint64_t txns_live;      /* gauge: transactions live (lingering included) */
-    _Atomic uint64_t txns_created;   /* transactions created (forwarded requests, probes) */
+    /* transactions and SIP Server failover (the layer above) */
+    _Atomic uint64_t txns_live;           /* gauge: live transactions, as of the last loop turn */
+    _Atomic uint64_t txns_created;        /* transactions made (probes included) */
+    _Atomic uint64_t txn_timeouts_invite; /* Timer B or C: INVITE client transactions timed out */
+    _Atomic uint64_t txn_timeouts_other;  /* Timer F: non-INVITE ones */
+    _Atomic uint64_t failovers;           /* requests sent on to the next SIP Server target */
 };
 
 /* Counters have one writer (the owner), so a plain load and store will do. */
@@ -133,6 +137,8 @@ enum worker_msg_kind {
     WMSG_SIP,         /* a received SIP message for the receiver's on_worker_msg */
     WMSG_SEND_FAILED, /* a WMSG_SEND its receiver could not write (conn closed), back to
                        * its sender's on_worker_msg: data as it was to be sent */
+    WMSG_LAYER,       /* the layer above's own message to its peer on another worker:
+                       * data is its business (on_worker_msg) */
 };
 struct worker_msg {
     uint8_t kind; /* enum worker_msg_kind */

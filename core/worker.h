@@ -38,6 +38,9 @@ struct worker_handlers {
     void (*awake)(struct worker *w);
     /* During the SIGTERM drain, each turn: true while work is in flight. */
     bool (*busy)(struct worker *w);
+    /* A CRLF keep-alive came on connection c, owned by w (RFC 5626 §4.4.1;
+     * the runtime answers it). */
+    void (*on_keepalive)(struct worker *w, conn_ref c, const struct netaddr *peer, uint8_t proto);
 };
 
 /* Arms (or re-arms) t, one of w's timers, to fire ms milliseconds after the

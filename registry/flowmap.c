@@ -2,17 +2,28 @@
 #include "registry/flowmap.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <urcu-qsbr.h>
 #include <urcu/rculfhash.h>
 
-
 struct flow_node {
     struct cds_lfht_node node;
-    struct flow_entry e; /* immutable once published */
-    struct rcu_head rcu; /* only touched when freed */
+    struct flow_entry e;           /* immutable once published */
+    _Atomic uint64_t keepalive_ms; /* the owner of e.conn writes, anyone reads */
+    struct rcu_head rcu;           /* only touched when freed */
 } __attribute__((aligned(64)));
+
+/* The entry of node n with its keep-alive time. */
+static void entry_of(struct flow_node *n, struct flow_entry *out)
+{
+    *out = n->e;
+    out->keepalive_ms = atomic_load_explicit(&n->keepalive_ms, memory_order_relaxed);
+}
+
+/* The node of peer/proto, or NULL. Call under rcu_read_lock. */
+static struct flow_node *find(struct flowmap *fm, uint8_t proto, const struct netaddr *peer);
 
 struct flowmap {
     struct cds_lfht *ht;
@@ -82,8 +93,21 @@ int flowmap_set(struct flowmap *fm, const struct flow_entry *e)
     if (!n) return -ENOMEM;
     cds_lfht_node_init(&n->node);
     n->e = *e;
+    n->e.keepalive_ms = 0;
+    atomic_init(&n->keepalive_ms, 0);
     struct flow_key k = {e->proto, &n->e.peer};
     rcu_read_lock();
+    struct flow_node *prev = find(fm, e->proto, &e->peer);
+    if (prev && prev->e.conn == e->conn) { /* the same flow, recorded again */
+        n->e.since_ms = prev->e.since_ms;
+        atomic_store_explicit(&n->keepalive_ms,
+                              atomic_load_explicit(&prev->keepalive_ms, memory_order_relaxed),
+                              memory_order_relaxed);
+        if (!e->aor_len) {
+            n->e.aor_len = prev->e.aor_len;
+            memcpy(n->e.aor, prev->e.aor, prev->e.aor_len);
+        }
+    }
     struct cds_lfht_node *old =
         cds_lfht_add_replace(fm->ht, key_hash(e->proto, &e->peer), match, &k, &n->node);
     rcu_read_unlock();
@@ -93,33 +117,56 @@ int flowmap_set(struct flowmap *fm, const struct flow_entry *e)
 
 void flowmap_remove(struct flowmap *fm, uint8_t proto, const struct netaddr *peer, uint64_t conn)
 {
+    rcu_read_lock();
+    struct flow_node *n = find(fm, proto, peer);
+    if (n && n->e.conn == conn && cds_lfht_del(fm->ht, &n->node) == 0) call_rcu(&n->rcu, free_rcu);
+    rcu_read_unlock();
+}
+
+static struct flow_node *find(struct flowmap *fm, uint8_t proto, const struct netaddr *peer)
+{
     struct flow_key k = {proto, peer};
     struct cds_lfht_iter it;
-    rcu_read_lock();
     cds_lfht_lookup(fm->ht, key_hash(proto, peer), match, &k, &it);
     struct cds_lfht_node *node = cds_lfht_iter_get_node(&it);
-    if (node) {
-        struct flow_node *n = caa_container_of(node, struct flow_node, node);
-        if (n->e.conn == conn && cds_lfht_del(fm->ht, node) == 0) call_rcu(&n->rcu, free_rcu);
-    }
-    rcu_read_unlock();
+    return node ? caa_container_of(node, struct flow_node, node) : NULL;
 }
 
 bool flowmap_lookup(struct flowmap *fm, uint8_t proto, const struct netaddr *peer,
                     struct flow_entry *out)
 {
-    struct flow_key k = {proto, peer};
-    struct cds_lfht_iter it;
-    bool found = false;
     rcu_read_lock();
-    cds_lfht_lookup(fm->ht, key_hash(proto, peer), match, &k, &it);
-    struct cds_lfht_node *node = cds_lfht_iter_get_node(&it);
-    if (node) {
-        *out = caa_container_of(node, struct flow_node, node)->e;
-        found = true;
+    struct flow_node *n = find(fm, proto, peer);
+    if (n) entry_of(n, out);
+    rcu_read_unlock();
+    return n != NULL;
+}
+
+void flowmap_touch(struct flowmap *fm, uint8_t proto, const struct netaddr *peer, uint64_t conn,
+                   uint64_t now_ms)
+{
+    rcu_read_lock();
+    struct flow_node *n = find(fm, proto, peer);
+    if (n && n->e.conn == conn)
+        atomic_store_explicit(&n->keepalive_ms, now_ms, memory_order_relaxed);
+    rcu_read_unlock();
+}
+
+unsigned flowmap_page(struct flowmap *fm, unsigned long offset, struct flow_entry *out,
+                      unsigned max, unsigned long *total)
+{
+    struct cds_lfht_iter it;
+    struct flow_node *n;
+    unsigned long seen = 0;
+    unsigned got = 0;
+    rcu_read_lock();
+    cds_lfht_for_each_entry(fm->ht, &it, n, node)
+    {
+        if (seen++ >= offset && got < max) entry_of(n, &out[got++]);
     }
     rcu_read_unlock();
-    return found;
+    *total = seen;
+    return got;
 }
 
 unsigned long flowmap_count(struct flowmap *fm)

@@ -72,8 +72,8 @@ LAYERS = [
                  "registry/locmap"}),
     ("proxy", {"core/proxy", "core/proxy-int", "core/route", "core/forward", "core/response",
                "core/txn", "core/branch", "core/reply", "core/upstream", "core/registrar",
-               "core/overload"}),
-    ("main", {"core/main", "core/cli", "core/mgmt"}),
+               "core/overload", "core/failover"}),
+    ("main", {"core/main", "core/cli", "core/mgmt", "core/mgmt_pages", "core/mgmt-int"}),
 ]
 
 

@@ -48,3 +48,19 @@ Test(buf, printf_that_does_not_fit_overflows)
     cr_assert(!buf_ok(&b));
     cr_assert_eq(b.len, 0);
 }
+
+Test(buf, json_string_escapes_whatever_the_bytes)
+{
+    char mem[64];
+    struct buf b = buf_make(mem, sizeof mem);
+    static const char in[] = "a\"b\\c\r\n\x01\x7f\xc3\xa9";
+
+    buf_put_json_str(&b, slice_make(in, sizeof in - 1));
+    cr_assert(buf_ok(&b));
+    static const char want[] = "\"a\\\"b\\\\c\\u000d\\u000a\\u0001\\u007f\\u00c3\\u00a9\"";
+    cr_assert_eq(b.len, sizeof want - 1);
+    cr_assert(memcmp(mem, want, b.len) == 0, "%.*s", (int)b.len, mem);
+    b = buf_make(mem, 3);
+    buf_put_json_str(&b, slice_make("abc", 3));
+    cr_assert(!buf_ok(&b), "a string that does not fit overflows");
+}

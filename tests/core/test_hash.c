@@ -213,11 +213,11 @@ Test(hash, fnv_colliding_transaction_keys_cost_like_random_ones, .init = keys_se
             "transactions, %d keys: FNV-colliding %.2f ms (longest chain %u), random "
             "%.2f ms (longest chain %u), ratio %.2f\n",
             NKEYS, tc * 1e3, chain_c, tr * 1e3, chain_r, tc / tr);
-    /* keyed SipHash spreads them like random keys: 4000 keys in 65536
-     * buckets make chains of a few; FNV would put all 4000 in one */
-    cr_assert_leq(chain_c, 8, "longest chain %u for FNV-colliding keys", chain_c);
-    cr_assert_lt(tc, 5 * tr + 0.002, "FNV-colliding keys took %.2f ms, random ones %.2f ms",
-                 tc * 1e3, tr * 1e3);
+    /* keyed SipHash spreads them like random keys: chains of a few (the
+     * table keeps its load factor at most 1); FNV would put all 4000 in
+     * one. The times are printed, never asserted (a test asserts no
+     * timing). */
+    cr_assert_leq(chain_c, 16, "longest chain %u for FNV-colliding keys", chain_c);
 }
 
 static struct locmap *lm;
@@ -257,6 +257,15 @@ Test(hash, fnv_colliding_aors_cost_like_random_ones, .init = keys_setup, .fini =
             "location service, %d AORs: FNV-colliding %.2f ms, random %.2f ms, ratio %.2f\n", NKEYS,
             tc * 1e3, tr * 1e3, tc / tr);
     locmap_thread_unregister();
-    cr_assert_lt(tc, 5 * tr + 0.002, "FNV-colliding AORs took %.2f ms, random ones %.2f ms",
-                 tc * 1e3, tr * 1e3);
+    /* the location service buckets AORs by hash_slice(): the colliding
+     * AORs must spread over 4096 buckets like random ones (times above are
+     * printed, never asserted) */
+    unsigned *count = calloc(4096, sizeof *count), worst = 0;
+    cr_assert_not_null(count);
+    for (unsigned i = 0; i < NKEYS; i++) {
+        unsigned b = (unsigned)(hash_slice(slice_make(colliding[i], strlen(colliding[i]))) & 4095);
+        if (++count[b] > worst) worst = count[b];
+    }
+    free(count);
+    cr_assert_leq(worst, 16, "%u FNV-colliding AORs in one of 4096 buckets", worst);
 }

@@ -236,6 +236,72 @@ Test(flowmap, many_entries_survive_resizes)
     flowmap_free(fm);
 }
 
+/* The entry of a over TLS has these since/keep-alive times and AOR. */
+static void expect_flow(struct flowmap *fm, const struct netaddr *a, uint64_t since,
+                        uint64_t keepalive, const char *aor)
+{
+    struct flow_entry out;
+    cr_assert(flowmap_lookup(fm, SIP_TRANSPORT_TLS, a, &out));
+    cr_assert_eq(out.since_ms, since);
+    cr_assert_eq(out.keepalive_ms, keepalive);
+    cr_assert_eq(out.aor_len, strlen(aor));
+    cr_assert(memcmp(out.aor, aor, out.aor_len) == 0);
+}
+
+/* Records conn for a over TLS at since_ms (with an AOR, or none). */
+static void set_flow(struct flowmap *fm, const struct netaddr *a, uint64_t conn, uint64_t since,
+                     const char *aor)
+{
+    struct flow_entry e = entry(conn, SIP_TRANSPORT_TLS, *a);
+    e.since_ms = since;
+    e.aor_len = (uint16_t)snprintf(e.aor, sizeof e.aor, "%s", aor);
+    cr_assert_eq(flowmap_set(fm, &e), 0);
+}
+
+Test(flowmap, same_connection_keeps_since_keepalive_and_aor)
+{
+    struct flowmap *fm = flowmap_new();
+    struct netaddr a = v4("192.0.2.20", 40001);
+    set_flow(fm, &a, 7, 1000, "sip:alice@example.com");
+    flowmap_touch(fm, SIP_TRANSPORT_TLS, &a, 8, 1500); /* another connection's: ignored */
+    expect_flow(fm, &a, 1000, 0, "sip:alice@example.com");
+    flowmap_touch(fm, SIP_TRANSPORT_TLS, &a, 7, 2000);
+    /* recorded again on the same connection (a dialog, no AOR): kept */
+    set_flow(fm, &a, 7, 3000, "");
+    expect_flow(fm, &a, 1000, 2000, "sip:alice@example.com");
+    /* a new connection from the same address starts afresh */
+    set_flow(fm, &a, 9, 4000, "");
+    expect_flow(fm, &a, 4000, 0, "");
+    flowmap_free(fm);
+}
+
+Test(flowmap, pages_cover_every_entry_once)
+{
+    struct flowmap *fm = flowmap_new();
+    enum { N = 25 };
+    for (unsigned i = 0; i < N; i++)
+        cr_assert_eq(flowmap_set(fm, &(struct flow_entry){.conn = i + 1,
+                                                          .proto = SIP_TRANSPORT_TCP,
+                                                          .peer = v4("192.0.2.30", 1000 + (int)i)}),
+                     0);
+    bool seen[N + 1] = {false};
+    struct flow_entry page[7];
+    unsigned long total = 0, off = 0;
+    unsigned got;
+    while ((got = flowmap_page(fm, off, page, 7, &total)) > 0) {
+        cr_assert_eq(total, N);
+        for (unsigned k = 0; k < got; k++) {
+            cr_assert(page[k].conn >= 1 && page[k].conn <= N && !seen[page[k].conn]);
+            seen[page[k].conn] = true;
+        }
+        off += got;
+    }
+    cr_assert_eq(off, N);
+    cr_assert_eq(flowmap_page(fm, 0, NULL, 0, &total), 0);
+    cr_assert_eq(total, N, "a page of 0 still counts");
+    flowmap_free(fm);
+}
+
 /* ---- flowmap: four threads --------------------------------------------- */
 
 #define STRESS_THREADS 4

@@ -802,7 +802,8 @@ class Sink:
         if m.method != "OPTIONS" or not m.ruri:
             return False
         r = m.ruri.split(";")[0]
-        return r in (f"sip:{self.host}:{self.port}", f"sip:{self.host}")
+        h = f"[{self.host}]" if ":" in self.host else self.host  # IPv6 in brackets
+        return r in (f"sip:{h}:{self.port}", f"sip:{h}")
 
     def _record(self, transport, peer, raw, reply):
         m = SipMsg(raw)

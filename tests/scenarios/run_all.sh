@@ -90,6 +90,7 @@ calls="$py $here/run_sipp_calls.py --proxy $proxy"
 [ "$proxy" = sipedge ] && step "docs: README flag table and Try a call, man page" 120 $py "$here/test_docs.py"
 [ "$proxy" = sipedge ] && step "bench/sipload end to end: calls, storms, phones" 150 $py "$here/test_sipload.py"
 [ "$proxy" = sipedge ] && step "hostile input: no-To 486, smuggling, control bytes, spoofed responses" 240 $py "$here/test_edge_input.py"
+[ "$proxy" = sipedge ] && step "operations: upstream owner, failover, /flows, /health" 400 $py "$here/test_ops.py"
 if [ "$proxy" = sipedge ]; then
   step "torture corpus (udp, tcp, tcp byte by byte)" 900 $py "$here/test_torture.py"
 fi

@@ -1,12 +1,17 @@
 #!/usr/bin/python3
-"""Primary/backup SIP Server failover driven by OPTIONS probes (ARCHITECTURE §5).
+"""Primary/backup SIP Server failover (ARCHITECTURE §5): OPTIONS probes and
+what requests show.
 
-Two fake SIP Servers (lib.Sink, which answers the proxy's OPTIONS probes and
-records everything else) stand behind sipedge -u PRIMARY -u BACKUP with
---oos-check 1 --oos-force 1. Checks:
-  a. the probes reach the primary, and endpoint requests go to the primary;
-  b. the primary stops answering probes -> requests go to the backup;
-  c. neither answers -> new endpoint requests get 503 with Retry-After;
+Two fake SIP Servers (lib.Sink, which answers the proxy's OPTIONS probes,
+with a lib.SinkAnswerer answering MESSAGE 200) stand behind sipedge
+-u PRIMARY -u BACKUP with --oos-check 1 --oos-force 1. A server "goes
+silent" by answering neither probes nor requests (a server that answers
+requests is in service whatever its probes do). Checks:
+  a. the probes reach the primary, and endpoint requests go to the primary
+     (answered there, not sent to the backup);
+  b. the primary goes silent -> requests reach the backup (the request that
+     found it silent itself goes on to the backup, --failover-timeout);
+  c. both silent -> new endpoint requests get 503 with Retry-After;
   d. the primary answers again -> requests go to it again.
 Waits are bounded polls on what the sinks record; nothing asserts a duration.
 Prints one line per case and "N passed, M failed"."""
@@ -41,6 +46,12 @@ def main():
         return 77
     with lib.time_bound(120, "upstream HA"), lib.Harness("upstream-ha") as h:
         primary, backup = lib.Sink(HOST), lib.Sink(HOST)
+        answer = {"MESSAGE": 200}
+        answerers = {s: lib.SinkAnswerer(s, answer) for s in (primary, backup)}
+
+        def silent(sink, yes):
+            sink.answer_probes = not yes
+            answerers[sink].codes = {} if yes else dict(answer)
         port = lib.free_port(HOST)
         se = lib.start_sipedge(h, [("udp", HOST, port)], workers=1,
                                extra=["-u", f"sip:{HOST}:{primary.port};transport=udp",
@@ -54,16 +65,18 @@ def main():
 
         def a():
             lib.wait_until(lambda: primary.probes > 0, 5, "a probe at the primary", proc=se)
-            _, cid = next_msg()
+            r, cid = next_msg()
             if not reached(primary, cid):
                 raise AssertionError("request did not reach the primary")
+            if r is None or r.code != 200:
+                raise AssertionError(f"request through the primary: {r!r}")
             if reached(backup, cid, 0.2):
                 raise AssertionError("request also reached the backup")
-            return f"{primary.probes} probe(s) answered, request at the primary"
+            return f"{primary.probes} probe(s) answered, request at the primary, 200"
 
         def b():
-            primary.answer_probes = False
-            # bounded: the next probes go unanswered, sipedge switches
+            silent(primary, True)
+            # bounded: requests and the next probes go unanswered, sipedge switches
             dl = lib.Deadline(20)
             while not dl.expired():
                 _, cid = next_msg()
@@ -72,7 +85,7 @@ def main():
             raise AssertionError("requests never moved to the backup")
 
         def c():
-            backup.answer_probes = False
+            silent(backup, True)
             dl = lib.Deadline(25)
             while not dl.expired():
                 r, _ = next_msg()
@@ -83,7 +96,7 @@ def main():
             raise AssertionError("no 503 while no SIP Server answers")
 
         def d():
-            primary.answer_probes = True
+            silent(primary, False)
             dl = lib.Deadline(20)
             while not dl.expired():
                 _, cid = next_msg()
@@ -95,6 +108,8 @@ def main():
         case("b. failover to the backup", b)
         case("c. none in service -> 503", c)
         case("d. back to the primary", d)
+        for a in answerers.values():
+            a.stop()
         primary.close()
         backup.close()
         rc = se.stop()
