@@ -226,8 +226,9 @@ bool dns_busy(const struct worker *w)
     return false;
 }
 
-int dns_resolve(struct worker *w, struct slice host, int port, uint8_t transport, bool sips,
-                dns_cb cb, void *arg, struct dns_target *out, unsigned *nout)
+int dns_resolve(struct worker *w, const struct netaddr *src, struct slice host, int port,
+                uint8_t transport, bool sips, dns_cb cb, void *arg, struct dns_target *out,
+                unsigned *nout)
 {
     if (!w->dns) return -ESHUTDOWN;
     if (sips && transport == SIP_TRANSPORT_UDP) return -EPROTONOSUPPORT;
