@@ -181,3 +181,13 @@ bool failover__response(struct worker *w, struct txn *x, const struct sip_msg *m
     if (x->invite) txn__send_ack(w, x, th ? th->value : SLICE_NULL); /* hop by hop */
     return fail_over(w, x);
 }
+
+void failover__unreachable(struct worker *w, const struct netaddr *dst)
+{
+    const struct upstream_set *s = &proxy__of(w)->ups;
+    for (unsigned i = 0; i < s->nup; i++) {
+        if (upstream_target_of(&s->up[i], SIP_TRANSPORT_UDP, dst) < 0) continue;
+        tell_owner(w, i, SIP_TRANSPORT_UDP, dst, UPSTREAM_WHY_UNREACHABLE);
+        upstream__local_down(w, i, SIP_TRANSPORT_UDP, dst);
+    }
+}

@@ -31,6 +31,13 @@ static int probe_free(const struct listen_cfg *l, int type)
     return err;
 }
 
+int listener__recverr(int fd, int family)
+{
+    int one = 1;
+    return family == AF_INET6 ? setsockopt(fd, IPPROTO_IPV6, IPV6_RECVERR, &one, sizeof one)
+                              : setsockopt(fd, IPPROTO_IP, IP_RECVERR, &one, sizeof one);
+}
+
 static int open_listener(const struct listen_cfg *l, int *out)
 {
     int type = l->proto == SIP_TRANSPORT_UDP ? SOCK_DGRAM : SOCK_STREAM;
@@ -43,6 +50,7 @@ static int open_listener(const struct listen_cfg *l, int *out)
         (l->addr.sa.sa_family == AF_INET6 &&
          setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0) ||
         bind(fd, &l->addr.sa, l->addr.len) < 0 ||
+        (type == SOCK_DGRAM && listener__recverr(fd, l->addr.sa.sa_family) < 0) ||
         (type == SOCK_STREAM && listen(fd, SOMAXCONN) < 0)) {
         err = -errno;
         close(fd);
@@ -68,7 +76,8 @@ static int open_private(const struct listen_cfg *l, uint16_t *port, int *out)
     if (fd < 0) return -errno;
     if ((a.sa.sa_family == AF_INET6 &&
          setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0) ||
-        bind(fd, &a.sa, a.len) < 0 || getsockname(fd, &a.sa, &alen) < 0) {
+        bind(fd, &a.sa, a.len) < 0 || getsockname(fd, &a.sa, &alen) < 0 ||
+        listener__recverr(fd, a.sa.sa_family) < 0) {
         err = -errno;
         close(fd);
         return err;

@@ -30,6 +30,7 @@ static const struct worker_handlers proxy_handlers = {
     .awake = proxy_awake,
     .busy = proxy_busy,
     .on_keepalive = proxy_on_keepalive,
+    .on_unreachable = proxy_on_unreachable,
 };
 
 static void log_startup(const struct config *cfg)

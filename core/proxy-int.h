@@ -151,6 +151,11 @@ struct upstream_report {
  * upstream_report; anything else is ignored). Worker 0 only. */
 void upstream__on_report(struct worker *w, const void *data, size_t len);
 
+/* core/failover.c: a datagram to dst drew an ICMP port/host unreachable:
+ * a SIP Server target there is out of service at once (this worker's copy,
+ * and the owner's state through a report). Other destinations: nothing. */
+void failover__unreachable(struct worker *w, const struct netaddr *dst);
+
 /* core/failover.c: arms x's --failover-timeout (a request to a SIP Server
  * target was just sent). */
 void failover__arm(struct worker *w, struct txn *x);

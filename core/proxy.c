@@ -451,3 +451,12 @@ void proxy_on_conn_closed(struct worker *w, conn_ref c, const struct netaddr *pe
     /* its bindings, found through the location map's connection index */
     if (proxy__of(w)->registrar) locmap_drop_conn(proxy__of(w)->loc, c);
 }
+
+void proxy_on_unreachable(struct worker *w, const struct netaddr *dst, int err)
+{
+    char a[NETADDR_STRLEN];
+    if (!w->layer) return;
+    netaddr_str(dst, a, sizeof a);
+    LOG_RL(LOG_INFO, "udp %s: ICMP %s", a, strerror(err));
+    failover__unreachable(w, dst);
+}

@@ -40,6 +40,9 @@ void proxy_awake(struct worker *w);
 bool proxy_busy(struct worker *w);
 /* A CRLF keep-alive on connection c of w: noted on its flow (GET /flows). */
 void proxy_on_keepalive(struct worker *w, conn_ref c, const struct netaddr *peer, uint8_t proto);
+/* A datagram to dst drew an ICMP unreachable: a SIP Server target there is
+ * taken out of service at once (RFC 3263 §4.3 failover follows). */
+void proxy_on_unreachable(struct worker *w, const struct netaddr *dst, int err);
 
 struct locmap;
 

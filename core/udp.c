@@ -1,7 +1,12 @@
 /* UDP on a worker: batched datagram reads (recvmmsg) and sends from the
  * listener's shared socket or the worker's private port. */
 #include <errno.h>
+#include <time.h> /* before linux/errqueue.h, which needs struct timespec */
+
+#include <linux/errqueue.h>
+#include <netinet/in.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 
 #include "core/log.h"
@@ -17,7 +22,46 @@ static bool only_crlf(const char *p, size_t len)
     return true;
 }
 
-void udp__read(struct worker *w, unsigned li, int fd)
+/* Reads every ICMP error the kernel queued on fd (IP_RECVERR) and hands
+ * each unreachable destination to the layer above. Bounded per call. */
+static void drain_errors(struct worker *w, int fd)
+{
+    for (int k = 0; k < 64; k++) {
+        struct netaddr dst;
+        char ctl[512], b[1];
+        struct iovec iov = {b, sizeof b};
+        struct msghdr h = {.msg_name = &dst.sa,
+                           .msg_namelen = sizeof dst.in6,
+                           .msg_iov = &iov,
+                           .msg_iovlen = 1,
+                           .msg_control = ctl,
+                           .msg_controllen = sizeof ctl};
+        memset(&dst, 0, sizeof dst);
+        if (recvmsg(fd, &h, MSG_ERRQUEUE | MSG_DONTWAIT) < 0) return;
+        dst.len = h.msg_namelen;
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&h); c; c = CMSG_NXTHDR(&h, c)) {
+            if (!((c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_RECVERR) ||
+                  (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_RECVERR)))
+                continue;
+            struct sock_extended_err ee;
+            memcpy(&ee, CMSG_DATA(c), sizeof ee);
+            bool icmp = ee.ee_origin == SO_EE_ORIGIN_ICMP || ee.ee_origin == SO_EE_ORIGIN_ICMP6;
+            if (icmp && dst.len && w->rt->h->on_unreachable)
+                w->rt->h->on_unreachable(w, &dst, (int)ee.ee_errno);
+        }
+    }
+}
+
+static void read_data(struct worker *w, unsigned li, int fd);
+
+void udp__read(struct worker *w, unsigned li, int fd, uint32_t events)
+{
+    if (events & EPOLLERR) drain_errors(w, fd);
+    read_data(w, li, fd);
+}
+
+/* The datagrams waiting on fd, in batches. */
+static void read_data(struct worker *w, unsigned li, int fd)
 {
     struct worker_rt *rt = w->rt;
     char a[NETADDR_STRLEN];
@@ -34,8 +78,15 @@ void udp__read(struct worker *w, unsigned li, int fd)
         n = recvmmsg(fd, rt->mmsg, UDP_BATCH, MSG_DONTWAIT, NULL);
         if (n < 0) {
             int err = errno;
-            if (err != EAGAIN && err != EWOULDBLOCK && err != EINTR)
-                LOG_RL(LOG_WARN, "recvmmsg: %s", strerror(err));
+            if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR) return;
+            /* a queued ICMP error is reported here first (IP_RECVERR):
+             * hand it over and read on */
+            if (err == ECONNREFUSED || err == EHOSTUNREACH || err == ENETUNREACH ||
+                err == EHOSTDOWN || err == EPROTO) {
+                drain_errors(w, fd);
+                continue;
+            }
+            LOG_RL(LOG_WARN, "recvmmsg: %s", strerror(err));
             return;
         }
         for (int i = 0; i < n; i++) {

@@ -155,6 +155,7 @@ static const struct {
                               "no response at all to a request within --failover-timeout"},
     [UPSTREAM_WHY_503] = {"request_503", "503 with Retry-After"},
     [UPSTREAM_WHY_SEND] = {"probe_not_sent", "a probe could not be sent"},
+    [UPSTREAM_WHY_UNREACHABLE] = {"icmp_unreachable", "ICMP unreachable for a datagram to it"},
 };
 
 const char *upstream_reason_name(unsigned reason)
@@ -366,7 +367,8 @@ void upstream__on_report(struct worker *w, const void *data, size_t len)
         upstream__answered(w, r.idx, (unsigned)t);
         if (g->state == UPSTREAM_UP) return;
         set_state(w, u, (unsigned)t, UPSTREAM_UP, UPSTREAM_WHY_ANSWERED);
-    } else if (r.what == UPSTREAM_WHY_TIMEOUT || r.what == UPSTREAM_WHY_503) {
+    } else if (r.what == UPSTREAM_WHY_TIMEOUT || r.what == UPSTREAM_WHY_503 ||
+               r.what == UPSTREAM_WHY_UNREACHABLE) {
         if (g->state == UPSTREAM_DOWN) return;
         set_state(w, u, (unsigned)t, UPSTREAM_DOWN, r.what);
         commit(w);

@@ -20,13 +20,14 @@ enum upstream_state {
 
 /* Why a target's state last changed (/stats, /metrics, logs). Append only. */
 enum upstream_reason {
-    UPSTREAM_WHY_START = 0,  /* configured or resolved, not heard from yet */
-    UPSTREAM_WHY_PROBE_OK,   /* answered an OPTIONS probe */
-    UPSTREAM_WHY_PROBE_LOST, /* an OPTIONS probe and every request since went unanswered */
-    UPSTREAM_WHY_ANSWERED,   /* answered a request */
-    UPSTREAM_WHY_TIMEOUT,    /* no response at all to a request within --failover-timeout */
-    UPSTREAM_WHY_503,        /* 503 with Retry-After: the server says it is unavailable */
-    UPSTREAM_WHY_SEND,       /* a probe could not be sent to it */
+    UPSTREAM_WHY_START = 0,   /* configured or resolved, not heard from yet */
+    UPSTREAM_WHY_PROBE_OK,    /* answered an OPTIONS probe */
+    UPSTREAM_WHY_PROBE_LOST,  /* an OPTIONS probe and every request since went unanswered */
+    UPSTREAM_WHY_ANSWERED,    /* answered a request */
+    UPSTREAM_WHY_TIMEOUT,     /* no response at all to a request within --failover-timeout */
+    UPSTREAM_WHY_503,         /* 503 with Retry-After: the server says it is unavailable */
+    UPSTREAM_WHY_SEND,        /* a probe could not be sent to it */
+    UPSTREAM_WHY_UNREACHABLE, /* ICMP port or host unreachable for a datagram to it */
     UPSTREAM_WHY__COUNT
 };
 

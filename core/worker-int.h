@@ -308,10 +308,16 @@ void listener__accept(struct worker *w, unsigned li);
 /* Drain: closes the TCP and TLS listeners. */
 void listener__close_streams(struct worker *w);
 
+/* core/listener.c: asks the kernel to queue ICMP errors for datagrams
+ * sent on UDP socket fd (IP_RECVERR / IPV6_RECVERR), so an unreachable
+ * SIP Server shows at once. 0 or -1 (errno set). */
+int listener__recverr(int fd, int family);
+
 /* core/udp.c */
 /* Reads datagrams of UDP listener li from fd (its shared or private socket)
- * and hands them to on_message. */
-void udp__read(struct worker *w, unsigned li, int fd);
+ * and hands them to on_message; with EPOLLERR in events, first the queued
+ * ICMP errors, to on_unreachable. */
+void udp__read(struct worker *w, unsigned li, int fd, uint32_t events);
 /* worker_send() for UDP. 0 or -errno. */
 int udp__send(struct worker *w, int listener, const struct netaddr *dst, const char *buf,
               size_t len);

@@ -189,12 +189,12 @@ static void dispatch(struct worker *w, const struct epoll_event *ev)
     case TAG_LISTENER:
         if (val & PRIVATE_BIT) {
             val &= ~(uint64_t)PRIVATE_BIT;
-            udp__read(w, (unsigned)val, w->rt->priv_fd[val]);
+            udp__read(w, (unsigned)val, w->rt->priv_fd[val], ev->events);
             break;
         }
         if (w->rt->lis[val].fd < 0) break;
         if (w->rt->lis[val].proto == SIP_TRANSPORT_UDP)
-            udp__read(w, (unsigned)val, w->rt->lis[val].fd);
+            udp__read(w, (unsigned)val, w->rt->lis[val].fd, ev->events);
         else
             listener__accept(w, (unsigned)val);
         break;

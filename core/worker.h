@@ -41,6 +41,11 @@ struct worker_handlers {
     /* A CRLF keep-alive came on connection c, owned by w (RFC 5626 §4.4.1;
      * the runtime answers it). */
     void (*on_keepalive)(struct worker *w, conn_ref c, const struct netaddr *peer, uint8_t proto);
+    /* A datagram this worker sent to dst drew an ICMP port or host
+     * unreachable (IP_RECVERR; err: ECONNREFUSED, EHOSTUNREACH, ...).
+     * Optional. Anyone on the path can forge such an ICMP message: treat it
+     * as a hint. */
+    void (*on_unreachable)(struct worker *w, const struct netaddr *dst, int err);
 };
 
 /* Arms (or re-arms) t, one of w's timers, to fire ms milliseconds after the

@@ -472,6 +472,47 @@ def case_health():
         stop_all(primary, backup)
 
 
+def case_icmp():
+    """The primary's UDP port is closed: the kernel's ICMP port unreachable
+    (IP_RECVERR) takes it out of service at once, long before any probe or
+    --failover-timeout could, and requests go to the backup."""
+    backup = lib.Sink(HOST)
+    try:
+        with lib.Harness("ops-icmp") as h:
+            port, sport, dead = (lib.free_port(HOST), lib.free_port(HOST),
+                                 lib.free_port(HOST, kinds=("udp",)))
+            p = start_sipedge(h, [("udp", HOST, port)], sport,
+                              extra=["-u", f"sip:{HOST}:{dead};transport=udp",
+                                     "-u", f"{backup.uri};transport=udp",
+                                     "--failover-timeout", "30000", "--oos-check", "3600",
+                                     "--oos-force", "3600"])
+
+            def primary_target():
+                ups = stats(sport)["upstreams"]
+                return ups[0]["targets"][0] if ups and ups[0]["targets"] else {}
+            lib.wait_until(lambda: primary_target().get("reason") == "icmp_unreachable", 10,
+                           "the primary out of service by ICMP", proc=p)
+            t = primary_target()
+            if t.get("state") != "down":
+                raise AssertionError(f"primary target {t}")
+            t0 = time.monotonic()
+            c = lib.SipClient(HOST, port, "udp")
+            try:
+                c.send(lib.build_request("MESSAGE", f"sip:agent@{HOST}", via_host=HOST,
+                                         via_port=c.local[1], call_id=lib.new_tag(),
+                                         from_uri=f"sip:caller@{HOST}"))
+                got = backup.wait_for(lambda m: m.method == "MESSAGE", 5)
+            finally:
+                c.close()
+            if not got:
+                raise AssertionError("the MESSAGE did not reach the backup within 5 s")
+            return (f"primary {t['state']} ({t['reason']}) with probes every 3600 s and "
+                    f"--failover-timeout 30 s; a MESSAGE reached the backup "
+                    f"{(time.monotonic() - t0) * 1000:.0f} ms after it was sent")
+    finally:
+        backup.close()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--calls", type=int, default=2000, help="calls of the sipp case")
@@ -498,7 +539,8 @@ def main():
              ("killed", "primary killed mid-load: failed calls bounded", with_pair(case_killed)),
              ("back", "primary back: traffic returns", with_pair(case_back)),
              ("flows", "GET /flows: TLS phones and their workers", lambda: case_flows(args)),
-             ("health", "GET /health flips with the SIP Servers", case_health)]
+             ("health", "GET /health flips with the SIP Servers", case_health),
+             ("icmp", "ICMP port unreachable takes a SIP Server out at once", case_icmp)]
     only = {n for n in args.only.split(",") if n}
     try:
         return lib.run_cases("test_ops", 900, [(f"{k}: {name}", fn) for k, name, fn in cases
