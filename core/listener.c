@@ -2,6 +2,7 @@
  * ports), accepting with the connection limit, the accept pause, and what
  * the layer above asks about them for Via. */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -13,6 +14,12 @@
 
 #define ACCEPTS_PER_EVT 64
 #define ACCEPT_PAUSE_MS 100 /* after EMFILE and friends */
+/* Receive buffer asked for every UDP socket (the kernel caps it at
+ * net.core.rmem_max). The default (net.core.rmem_default, 208 KB) holds
+ * about 300 datagrams: a worker descheduled for a few milliseconds at
+ * thousands of calls per second (a CPU quota, a busy host) loses datagrams
+ * and the calls pay 500 ms retransmissions. */
+#define UDP_RCVBUF (4 << 20)
 
 /* ---- opening --------------------------------------------------------- */
 
@@ -38,6 +45,22 @@ int listener__recverr(int fd, int family)
                               : setsockopt(fd, IPPROTO_IP, IP_RECVERR, &one, sizeof one);
 }
 
+/* Asks for UDP_RCVBUF; a smaller grant (the sysctl's cap) is logged once. */
+static void udp_rcvbuf(int fd)
+{
+    static atomic_bool told;
+    int want = UDP_RCVBUF, got = 0;
+    socklen_t len = sizeof got;
+
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &want, sizeof want);
+    if (getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &got, &len) == 0 && got / 2 < want &&
+        !atomic_exchange(&told, true)) { /* the kernel reports twice its payload */
+        LOG_I("udp receive buffers are %d KB (asked %d KB): raise net.core.rmem_max for "
+              "bursts at high rates",
+              got / 2048, want / 1024);
+    }
+}
+
 static int open_listener(const struct listen_cfg *l, int *out)
 {
     int type = l->proto == SIP_TRANSPORT_UDP ? SOCK_DGRAM : SOCK_STREAM;
@@ -56,6 +79,7 @@ static int open_listener(const struct listen_cfg *l, int *out)
         close(fd);
         return err;
     }
+    if (type == SOCK_DGRAM) udp_rcvbuf(fd);
     *out = fd;
     return 0;
 }
@@ -82,6 +106,7 @@ static int open_private(const struct listen_cfg *l, uint16_t *port, int *out)
         close(fd);
         return err;
     }
+    udp_rcvbuf(fd);
     *port = (uint16_t)netaddr_port(&a);
     *out = fd;
     return 0;

@@ -11,7 +11,7 @@ PKGS=(
   libcriterion-dev
   clang libclang-rt-14-dev clang-format
   sip-tester kamailio kamailio-tls-modules kamailio-extra-modules
-  dnsmasq-base openssl python3 iproute2 procps
+  dnsmasq-base openssl python3 iproute2 procps python3-matplotlib
 )
 if [ "${SIPEDGE_WITH_BARESIP:-1}" = 1 ]; then PKGS+=(baresip-core); fi
 if [ "${1:-}" = --package ]; then PKGS+=(debootstrap dpkg-dev); fi

@@ -14,7 +14,7 @@ if [ -z "$SIPEDGE_TESTDATA" ] || [ ! -d "$SIPEDGE_TESTDATA/torture" ]; then
   exit 1
 fi
 JOBS=$(nproc)
-FUZZ_SECONDS=${FUZZ_SECONDS:-60}
+FUZZ_SECONDS=${FUZZ_SECONDS:-45}
 
 passed=0
 failed=0
