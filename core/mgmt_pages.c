@@ -61,7 +61,7 @@ static const struct counter counters[] = {
     G("transactions_live", txns_live, "transactions live, lingering ones included"),
     C("transactions_created", txns_created, "transactions created (forwarded requests, probes)"),
     C("overload_rejected", overload, "new INVITEs answered 503 by --overload-dialog-rate"),
-    C("ring_handover", ring_handover, "messages handed to another worker"),
+    C("ring_handover", ring_handover, "SIP messages handed to another worker"),
     C("ring_wakeups", ring_wakeups, "eventfd wake-ups sent to another worker"),
     C("ring_refused", ring_refused, "hand-overs refused because a ring was full"),
     G("connections_open", conns_open, "TCP/TLS connections open"),

@@ -52,7 +52,9 @@ int worker_post(struct worker *w, unsigned to, struct worker_msg *m)
         STAT_INC(w, ring_refused);
         return -EAGAIN;
     }
-    STAT_INC(w, ring_handover);
+    /* SIP traffic that crossed workers; the layer's own messages (health
+     * reports to the owner of SIP Server health) are not SIP traffic */
+    if (m->kind != WMSG_LAYER) STAT_INC(w, ring_handover);
     /* Pairs with the fence in worker_loop (core/worker.c): either the
      * consumer sees the message before it sleeps, or we see it sleeping.
      * Only the first producer to see that pays for the eventfd write. */

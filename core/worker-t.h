@@ -85,7 +85,7 @@ struct worker_stats {
     _Atomic uint64_t rx_bytes, tx_bytes;
     _Atomic uint64_t bad_msgs;      /* parse/validation failures */
     _Atomic uint64_t dropped;       /* counted drops of any cause */
-    _Atomic uint64_t ring_handover; /* messages this worker posted to another */
+    _Atomic uint64_t ring_handover; /* SIP messages this worker posted to another */
     _Atomic uint64_t ring_wakeups;  /* eventfd wake-ups this worker sent */
     _Atomic uint64_t ring_refused;  /* posts refused because a ring was full */
     _Atomic uint64_t conns_open;    /* gauge: stream connections open now */
