@@ -77,13 +77,21 @@ def _pair(workload, metric, a, b, digits, target, method):
 
 def _other_rows(res):
     rows = []
-    se, ka, a, b = _sides(res.get("fixed", []), "us_per")
+    best = {}
+    for f in res.get("fixed", []):  # the lower of the rounds: the least disturbed
+        if f.get("us_per") and f["us_per"] < best.get(f["proxy"], {}).get("us_per", 1e18):
+            best[f["proxy"]] = f
+    se, ka, a, b = _sides(list(best.values()), "us_per")
     if se or ka:
+        rounds = {p: ", ".join(f"{f['us_per']}" for f in res["fixed"] if f["proxy"] == p)
+                  for p in best}
         rows.append(_pair("UDP calls at 1,000 calls/s",
                           "µs of proxy CPU per call (lower is better)", a, b, 1,
                           f"≤ 0.25: {_mark(bool(a and b) and a / b <= 0.25)}" if a and b else "",
                           f"sipedge -w 2, Kamailio -n 2, no quota, {res['fixed_s']} s, "
-                          f"sipload on CPU {res['gen_cpus']}"))
+                          f"sipload on CPU {res['gen_cpus']}; the lower of the runs "
+                          f"(sipedge {rounds.get('sipedge', '-')}; Kamailio "
+                          f"{rounds.get('kamailio', '-')} µs)"))
     se, ka, a, b = _sides(res.get("storm", []), "per_cpu_s")
     if se or ka:
         n = se.get("phones") or ka.get("phones")
@@ -139,23 +147,28 @@ def _other_rows(res):
 
 def _sweep_rows(res):
     """The highest UDP rate each proxy held on a whole core in the sweep."""
-    best = {}
+    best, over = {}, {}
     for s in res.get("sweep", []):
         if s["verdict"] == "pass" and s["rate"] > best.get(s["proxy"], {}).get("rate", 0):
             best[s["proxy"]] = s
+        elif s["verdict"] != "pass":
+            over[s["proxy"]] = s
     if not best:
         return []
     se, ka = best.get("sipedge", {}), best.get("kamailio", {})
 
-    def cell(r):
+    def cell(p):
+        r, x = best.get(p), over.get(p)
         if not r:
             return "-"
-        return f"≥ {r['rate']:,.0f} ({r['us_per']} µs/call, generator {r['gen_cpu']:.0%})"
+        return (f"{r['rate']:,.0f} ({r['us_per']} µs/call, generator {r['gen_cpu']:.0%})" +
+                (f"; {x['rate']:,.0f} not held" if x else "; every rate held"))
     return [("UDP calls, one whole core", "highest rate of the sweep held "
-             f"{res.get('sweep_s')} s, no quota", cell(se), cell(ka),
-             _ratio(se.get("rate"), ka.get("rate")), "",
-             "1 worker on CPU 0, sipload on CPU 1: the sweep stops at its top rate or the "
-             "first rate not held, so sipedge's figure is a lower bound when all held")]
+             f"{res.get('sweep_s')} s with 0 failed, no quota", cell("sipedge"),
+             cell("kamailio"), _ratio(se.get("rate"), ka.get("rate")),
+             f"≥ 20,000: {_mark(se.get('rate', 0) >= 20000)}" if se else "",
+             "1 worker on CPU 0, sipload on CPU 1 (its CPU share shows it kept up); the "
+             "sweep stops at the first rate not held")]
 
 
 def _steps_table(res):
@@ -237,10 +250,13 @@ def plot_cpu(plt, res, path):
                    label=f"{proxy}, 1 worker (held)")
         ax.scatter([p[0] for p in pts if not p[2]], [p[1] for p in pts if not p[2]],
                    facecolors="none", edgecolors=c, label=f"{proxy}, 1 worker (not held)")
+    seen = set()
     for f in res.get("fixed", []):
         if f.get("us_per"):
             ax.scatter([f["rate"]], [f["us_per"]], marker="*", s=160,
-                       color=COLORS.get(f["proxy"]), label=f"{f['proxy']}, 2 workers")
+                       color=COLORS.get(f["proxy"]),
+                       label=None if f["proxy"] in seen else f"{f['proxy']}, 2 workers")
+            seen.add(f["proxy"])
     fl = res.get("floor", {})
     if fl.get("us_per_call"):
         ax.axhline(fl["us_per_call"], color="grey", ls="-.", lw=0.9,
