@@ -163,9 +163,10 @@ static const struct cli_opt cli_opts[] = {
      "outbound TCP/TLS connect time limit, 100..600000\n(default: 3000)"},
     {"max-transactions", OPT_MAX_TRANSACTIONS, "N",
      "live transactions per worker, 16..4194304; new requests\n"
-     "over it get 503 (default: 262144)"},
+     "over it get 503; a UDP call holds 2 for 32 s after it\n"
+     "ends (RFC 3261 Timers J, L) (default: 1048576)"},
     {"max-transaction-memory", OPT_MAX_TRANSACTION_MB, "MB",
-     "bytes kept by live transactions per worker, 1..65536\n(default: 512)"},
+     "bytes kept by live transactions per worker, 1..65536\n(default: 1024)"},
     {"max-queued-bytes", OPT_MAX_QUEUED_BYTES, "BYTES",
      "unsent bytes per TCP/TLS connection before it is closed,\n"
      "65536..268435456 (default: 1048576)"},
@@ -372,8 +373,8 @@ static void set_defaults(struct config *cfg)
     cfg->idle_timeout_s = 120;
     cfg->message_timeout_ms = 30000;
     cfg->connect_timeout_ms = 3000;
-    cfg->max_transactions = 262144;
-    cfg->max_transaction_mb = 512;
+    cfg->max_transactions = 1u << 20;
+    cfg->max_transaction_mb = 1024;
     cfg->max_queued_bytes = 1u << 20;
     cfg->max_queued_total_mb = 256;
     cfg->max_expires_s = 3600;

@@ -128,10 +128,33 @@ static bool fail_over(struct worker *w, struct txn *x)
     return false;
 }
 
+static unsigned timeout_ms(const struct worker *w)
+{
+    return w->cfg->failover_timeout_ms ? w->cfg->failover_timeout_ms : 2000;
+}
+
 void failover__arm(struct worker *w, struct txn *x)
 {
-    unsigned ms = w->cfg->failover_timeout_ms ? w->cfg->failover_timeout_ms : 2000;
-    worker_timer_arm(w, &x->t_failover, ms);
+    worker_timer_arm(w, &x->t_failover, timeout_ms(w));
+}
+
+/* No response at all came for x, but this worker's own UDP receive queue
+ * overflowed within the last --failover-timeout: the answer may be one the
+ * worker dropped or has not read yet. Blaming the target would turn the
+ * proxy's own overload into 503s for everyone; its OPTIONS probes still
+ * judge it. True when x's silence is excused so (counted, logged). */
+static bool own_overflow(struct worker *w, const struct txn *x)
+{
+    uint64_t t = worker_rx_overflow_ms(w);
+    if (!t || w->now_ms - t > timeout_ms(w)) return false;
+    char a[NETADDR_STRLEN];
+    netaddr_str(&x->out_dst, a, sizeof a);
+    STAT_INC(w, failover_excused);
+    LOG_RL(LOG_WARN,
+           "no response from %s within --failover-timeout while this worker's own UDP "
+           "receive queue overflowed (it is overloaded): not marked down",
+           a);
+    return true;
 }
 
 void failover__on_timer(struct worker *w, struct timer *tm)
@@ -139,7 +162,7 @@ void failover__on_timer(struct worker *w, struct timer *tm)
     struct txn *x = (struct txn *)((char *)tm - offsetof(struct txn, t_failover));
     /* only when nothing at all came back: a provisional means the target
      * has the request, and CANCEL semantics say leave it there */
-    if (x->state != TXN_TRYING || x->provisional_seen) return;
+    if (x->state != TXN_TRYING || x->provisional_seen || own_overflow(w, x)) return;
     failed(w, x, UPSTREAM_WHY_TIMEOUT);
     if (!x->cancel_pending) fail_over(w, x);
 }
@@ -148,7 +171,8 @@ void failover__timed_out(struct worker *w, struct txn *x)
 {
     if (!timer_armed(&x->t_failover)) return;
     timer_cancel(&x->t_failover);
-    if (x->state == TXN_TRYING && !x->provisional_seen) failed(w, x, UPSTREAM_WHY_TIMEOUT);
+    if (x->state == TXN_TRYING && !x->provisional_seen && !own_overflow(w, x))
+        failed(w, x, UPSTREAM_WHY_TIMEOUT);
 }
 
 bool failover__response(struct worker *w, struct txn *x, const struct sip_msg *m, int code)

@@ -77,6 +77,9 @@ static const struct counter counters[] = {
     C("dns_cache_hits", dns_cache_hits,
       "DNS lookups answered from the cache or joined to a query in flight"),
     C("failovers", failovers, "requests sent on to the next SIP Server target"),
+    C("failover_excused", failover_excused,
+      "SIP Server targets not marked down for a missing response: this worker's own UDP "
+      "receive queue overflowed meanwhile"),
 };
 #undef C
 #undef G

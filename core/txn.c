@@ -289,7 +289,8 @@ static ssize_t build_hop_request(const struct txn *x, const char *method, struct
     struct sip_msg m;
     struct sip_hdr hdrs[MAX_HDRS];
     struct sipmsg_limits lim = {OUT_CAP, MAX_HDRS};
-    if (sipmsg_parse(x->req, x->req_len, &m, hdrs, &lim, SIPMSG_DATAGRAM) < 0) return -1;
+    if (!x->req || sipmsg_parse(x->req, x->req_len, &m, hdrs, &lim, SIPMSG_DATAGRAM) < 0)
+        return -1; /* shed as it lingers (shed) */
     struct buf b = buf_make(out, cap);
     buf_printf(&b, "%s ", method);
     buf_put_slice(&b, m.ruri);
@@ -361,6 +362,32 @@ static void on_sweep(struct worker *w, struct timer *t)
     if (more) worker_timer_arm(w, &tt->sweep, SWEEP_MS);
 }
 
+/* What a finished transaction no longer needs, freed as it starts to
+ * linger (a worker at R calls/s over UDP holds 64 R of them, RFC 3261 Timers
+ * J and L): the request copy, unless an INVITE's non-2xx may come again and
+ * need its ACK rebuilt from it; the failover copy; and an accepted INVITE's
+ * 2xx, since a retransmitted INVITE is then absorbed without an answer (RFC
+ * 6026 §8.5: the UAS retransmits its 2xx itself until the ACK). */
+static void shed(struct txn_table *t, struct txn *x, bool accepted)
+{
+    if (!x->invite || accepted) {
+        t->bytes -= x->req_len + (x->tls_name ? strlen(x->tls_name) + 1 : 0);
+        free(x->req);
+        free(x->tls_name);
+        x->req = x->tls_name = NULL;
+        x->req_len = 0;
+    }
+    if (accepted) {
+        t->bytes -= x->resp_len;
+        free(x->resp);
+        x->resp = NULL;
+        x->resp_len = 0;
+    }
+    free(x->orig);
+    x->orig = NULL;
+    x->orig_len = 0;
+}
+
 void txn__linger(struct worker *w, struct txn *x)
 {
     struct txn_table *tt = &proxy__of(w)->txns;
@@ -376,6 +403,7 @@ void txn__linger(struct worker *w, struct txn *x)
      * stays in expiry order. */
     bool accepted = x->invite && x->resp_status >= 200 && x->resp_status < 300;
     unsigned k = x->rx.proto != SIP_TRANSPORT_UDP && !accepted;
+    shed(tt, x, accepted);
     x->lingering = true;
     x->linger_until = w->now_ms + (k ? 1000 : 64 * T1_MS);
     x->lnext = NULL;
@@ -423,7 +451,7 @@ static void reply_timeout(struct worker *w, struct txn *x)
     struct sip_msg m;
     struct sip_hdr hdrs[MAX_HDRS];
     struct sipmsg_limits lim = {OUT_CAP, MAX_HDRS};
-    if (sipmsg_parse(x->req, x->req_len, &m, hdrs, &lim, SIPMSG_DATAGRAM) <= 0 ||
+    if (!x->req || sipmsg_parse(x->req, x->req_len, &m, hdrs, &lim, SIPMSG_DATAGRAM) <= 0 ||
         sipmsg_hdr_count(&m, SIP_HDR_VIA) < 2)
         return;
     hdrs[sipmsg_hdr(&m, SIP_HDR_VIA) - hdrs].kind = SIP_HDR_OTHER; /* skip our Via */

@@ -4,6 +4,7 @@
 #include <time.h> /* before linux/errqueue.h, which needs struct timespec */
 
 #include <linux/errqueue.h>
+#include <linux/sock_diag.h>
 #include <netinet/in.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -160,4 +161,36 @@ int udp__send(struct worker *w, int listener, const struct netaddr *dst, const c
     STAT_INC(w, tx_msgs);
     STAT_ADD(w, tx_bytes, (uint64_t)n);
     return 0;
+}
+
+/* A socket's drop count and whether over a quarter of its buffer waits
+ * unread (SO_MEMINFO); false when the kernel does not say. */
+static bool meminfo(int fd, uint64_t *drops, bool *full)
+{
+    uint32_t mi[SK_MEMINFO_VARS];
+    socklen_t len = sizeof mi;
+    if (fd < 0 || getsockopt(fd, SOL_SOCKET, SO_MEMINFO, mi, &len) < 0 ||
+        len < sizeof(uint32_t) * (SK_MEMINFO_DROPS + 1))
+        return false;
+    *drops += mi[SK_MEMINFO_DROPS];
+    *full |= mi[SK_MEMINFO_RMEM_ALLOC] > mi[SK_MEMINFO_RCVBUF] / 4;
+    return true;
+}
+
+uint64_t worker_rx_overflow_ms(struct worker *w)
+{
+    struct worker_rt *rt = w->rt;
+    if (rt->rx_look_ms == w->now_ms) return rt->rx_overflow_ms;
+    uint64_t drops = 0;
+    bool full = false;
+    for (unsigned i = 0; i < w->cfg->nlisten; i++) {
+        if (w->cfg->listen[i].proto != SIP_TRANSPORT_UDP) continue;
+        meminfo(rt->lis[i].fd, &drops, &full);
+        meminfo(rt->priv_fd[i], &drops, &full);
+    }
+    /* a socket counts its drops from 0 when it is created, before start */
+    if (full || drops > rt->rx_drops) rt->rx_overflow_ms = w->now_ms;
+    rt->rx_drops = drops;
+    rt->rx_look_ms = w->now_ms;
+    return rt->rx_overflow_ms;
 }

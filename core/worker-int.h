@@ -172,6 +172,10 @@ struct worker_rt {
     struct mmsghdr mmsg[UDP_BATCH];
     struct iovec iov[UDP_BATCH];
     struct netaddr from[UDP_BATCH];
+    /* own receive overflow (worker_rx_overflow_ms): drops summed over this
+     * worker's UDP sockets at the last look, when it was, when it last saw
+     * an overflow */
+    uint64_t rx_drops, rx_look_ms, rx_overflow_ms;
 
     /* written by other threads */
     _Alignas(64) _Atomic bool sleeping; /* the owner may be in epoll_wait */

@@ -132,6 +132,13 @@ bool worker_is_private_port(const struct worker *w, unsigned listener, int port)
  * port of that listener (the shared socket when it has none). */
 #define WORKER_SEND_PRIVATE 0x10000
 
+/* When this worker last saw its own UDP receive path overflow (a socket of
+ * its dropped datagrams on a full queue since the previous look, or holds
+ * over a quarter of its buffer unread), or 0: a response missing then may
+ * be one the worker lost or has not read yet, not one its sender never
+ * sent. Looks at most once a millisecond. Owner thread. */
+uint64_t worker_rx_overflow_ms(struct worker *w);
+
 /* True once the SIGTERM drain started: stream listeners are closed and the
  * layer above should turn new requests away. Owner thread. */
 bool worker_draining(const struct worker *w);

@@ -13,11 +13,20 @@ requests is in service whatever its probes do). Checks:
      found it silent itself goes on to the backup, --failover-timeout);
   c. both silent -> new endpoint requests get 503 with Retry-After;
   d. the primary answers again -> requests go to it again.
+  e. a second sipedge (one SIP Server, --failover-timeout 300) forwards a
+     MESSAGE its SIP Server leaves unanswered, then is stopped (SIGSTOP)
+     while a flood of datagrams overflows its UDP receive queue: resumed,
+     it does not blame the SIP Server for the missing response (the worker
+     lost datagrams itself): the log says why, and not that it went down;
+     the next request still reaches the SIP Server.
 Waits are bounded polls on what the sinks record; nothing asserts a duration.
 Prints one line per case and "N passed, M failed"."""
 
 import os
+import signal
+import socket
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import lib  # noqa: E402
@@ -104,10 +113,65 @@ def main():
                     return "primary answers again: requests reach it"
             raise AssertionError("requests never came back to the primary")
 
+        def e():
+            # answers probes, never a MESSAGE: its silence on requests is
+            # what a worker's own overload must not be mistaken for
+            sink = lib.Sink(HOST)
+            p2 = lib.free_port(HOST)
+            se2 = lib.start_sipedge(h, [("udp", HOST, p2)], workers=1, name="sipedge-own-overflow",
+                                    extra=["-u", f"sip:{HOST}:{sink.port};transport=udp",
+                                           "--failover-timeout", "300"])
+            try:
+                lib.wait_until(lambda: sink.probes > 0, 5, "a probe at the SIP Server", proc=se2)
+                cid = f"own-{lib.new_tag()}"
+                c = lib.SipClient(HOST, p2, "udp")
+                c.send(lib.build_request("MESSAGE", "sip:agent@example.com", via_host=HOST,
+                                         via_port=c.local[1], call_id=cid,
+                                         from_uri=f"sip:caller@{HOST}"))
+                if not reached(sink, cid):
+                    raise AssertionError("the first MESSAGE did not reach the SIP Server")
+                os.kill(se2.pid, signal.SIGSTOP)
+                try:
+                    flood = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                    for _ in range(40000):  # CRLF keep-alives: > 4 MB of queue
+                        try:
+                            flood.sendto(b"\r\n\r\n", (HOST, p2))
+                        except BlockingIOError:
+                            pass
+                    flood.close()
+                    time.sleep(0.4)  # past --failover-timeout while stopped
+                finally:
+                    os.kill(se2.pid, signal.SIGCONT)
+                lib.wait_until(lambda: "not marked down" in se2.output()[1], 5,
+                               "the log line saying why", proc=se2)
+                if "down: no response at all" in se2.output()[1]:
+                    raise AssertionError("the SIP Server was marked down for the worker's own "
+                                         "lost datagrams")
+                # the next request, sent again (new Call-ID) should the
+                # end of the flood still fill the queue when it comes
+                for k in range(3):
+                    cid2 = f"own-{k}-{lib.new_tag()}"
+                    c.send(lib.build_request("MESSAGE", "sip:agent@example.com", via_host=HOST,
+                                             via_port=c.local[1], call_id=cid2,
+                                             from_uri=f"sip:caller@{HOST}"))
+                    if reached(sink, cid2, 1.5):
+                        break
+                    r = c.recv_msg(0.1)
+                    if r is not None and r.is_response and r.code == 503:
+                        raise AssertionError("503 for the next request")
+                else:
+                    raise AssertionError("the next MESSAGE did not reach the SIP Server")
+                c.close()
+                return "own UDP queue overflowed: SIP Server not blamed, next request forwarded"
+            finally:
+                se2.stop()
+                sink.close()
+
         case("a. probes and routing to the primary", a)
         case("b. failover to the backup", b)
         case("c. none in service -> 503", c)
         case("d. back to the primary", d)
+        case("e. own overload is not the SIP Server's silence", e)
         for a in answerers.values():
             a.stop()
         primary.close()
