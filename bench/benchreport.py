@@ -142,6 +142,14 @@ def _other_rows(res):
                          f"{fl['epoll']} µs; {fl['us_per_call']} µs; {fl['calls_per_core']:,}",
                          "", "", "", f"a relay doing no SIP work (epoll + recvmmsg + sendto), "
                          f"{fl['rate']:,} datagrams/s, pinned, same sitting"))
+    tf = res.get("tls_floor", {})
+    if tf.get("us"):
+        rows.append(("TLS floor (build/tls_floor)",
+                     "µs CPU of public-key work per full handshake; handshakes per CPU-second",
+                     f"{tf['us']} µs ({tf.get('x25519_us')} X25519 + {tf.get('sign_us')} "
+                     f"ECDSA P-256 sign); {tf['per_cpu_s']:,}", "", "", "",
+                     "the BoringSSL sipedge links (Debian's android-libboringssl), "
+                     "no TLS stack, no kernel, same sitting"))
     return rows
 
 

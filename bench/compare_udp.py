@@ -59,8 +59,7 @@ def run_one(args, proxy_name):
         if proxy_name == "sipedge":
             proxy = lib.start_sipedge(h, [("udp", HOST, proxy_port)], upstream=upstream,
                                       workers=args.workers,
-                                      extra=["--log-level", "info",
-                                             "--oos-check", "3600", "--oos-force", "3600"])
+                                      extra=["--log-level", "info"])
         else:
             proxy = lib.start_kamailio(h, proxy_port, upstream, children=args.workers,
                                        host=HOST, shm_mb=args.kamailio_shm_mb,

@@ -50,7 +50,18 @@ void txn_table_cleanup(struct txn_table *t)
     free(t->gens);
     free(t->free_list);
     free(t->buckets);
+    free(t->chain);
+    free(t->tag);
     memset(t, 0, sizeof *t);
+}
+
+/* *a resized to n entries; -ENOMEM leaves it as it was. */
+static int realloc_u32(uint32_t **a, uint32_t n)
+{
+    uint32_t *p = realloc(*a, n * sizeof *p);
+    if (!p) return -ENOMEM;
+    *a = p;
+    return 0;
 }
 
 static int grow(struct txn_table *t)
@@ -61,12 +72,9 @@ static int grow(struct txn_table *t)
     struct txn **s = realloc(t->slots, ncap * sizeof *s);
     if (!s) return -ENOMEM;
     t->slots = s;
-    uint32_t *g = realloc(t->gens, ncap * sizeof *g);
-    if (!g) return -ENOMEM;
-    t->gens = g;
-    uint32_t *f = realloc(t->free_list, ncap * sizeof *f);
-    if (!f) return -ENOMEM;
-    t->free_list = f;
+    if (realloc_u32(&t->gens, ncap) < 0 || realloc_u32(&t->free_list, ncap) < 0 ||
+        realloc_u32(&t->chain, ncap) < 0 || realloc_u32(&t->tag, ncap) < 0)
+        return -ENOMEM;
     for (uint32_t i = t->cap; i < ncap; i++) {
         t->slots[i] = NULL;
         t->gens[i] = 1;
@@ -75,8 +83,13 @@ static int grow(struct txn_table *t)
     return 0;
 }
 
-/* Doubles the buckets once chains average two transactions, so a lookup
- * stays short however many are live (the keyed hash keeps crafted keys from
+static uint32_t tag_of(uint64_t h)
+{
+    return (uint32_t)(h >> 32);
+}
+
+/* Doubles the buckets once transactions outnumber them, so a chain holds
+ * about one however many are live (the keyed hash keeps crafted keys from
  * piling onto one chain). On allocation failure the chains just grow. */
 static void rehash(struct txn_table *t)
 {
@@ -87,7 +100,7 @@ static void rehash(struct txn_table *t)
         struct txn *x = t->slots[s];
         if (!x) continue;
         uint32_t i = (uint32_t)x->key_hash & (n - 1);
-        x->hnext = b[i];
+        t->chain[s] = b[i];
         b[i] = s + 1;
     }
     free(t->buckets);
@@ -125,7 +138,7 @@ struct txn *txn_new(struct txn_table *t, const char *key, size_t key_len)
         if (t->nslots == t->cap && grow(t) < 0) return NULL;
         slot = t->nslots++;
     }
-    if (t->live >= t->nbuckets * 2 && t->nbuckets < (1u << 24)) rehash(t);
+    if (t->live >= t->nbuckets && t->nbuckets < (1u << 24)) rehash(t);
     struct txn *x = calloc(1, sizeof *x);
     char *k = malloc(key_len ? key_len : 1);
     if (!x || !k) {
@@ -146,7 +159,8 @@ struct txn *txn_new(struct txn_table *t, const char *key, size_t key_len)
     x->key_hash = hash_bytes(key, key_len);
     x->nonce = random64(t);
     uint32_t b = (uint32_t)x->key_hash & (t->nbuckets - 1);
-    x->hnext = t->buckets[b];
+    t->chain[slot] = t->buckets[b];
+    t->tag[slot] = tag_of(x->key_hash);
     t->buckets[b] = slot + 1;
     t->slots[slot] = x;
     t->live++;
@@ -166,8 +180,8 @@ void txn_free(struct txn_table *t, struct txn *x)
 {
     uint32_t *pp = &t->buckets[(uint32_t)x->key_hash & (t->nbuckets - 1)];
     while (*pp && *pp != x->slot + 1)
-        pp = &t->slots[*pp - 1]->hnext;
-    if (*pp) *pp = x->hnext;
+        pp = &t->chain[*pp - 1];
+    if (*pp) *pp = t->chain[x->slot];
     timer_cancel(&x->t_retx);
     timer_cancel(&x->t_timeout);
     timer_cancel(&x->t_failover);
@@ -188,7 +202,9 @@ void txn_free(struct txn_table *t, struct txn *x)
 struct txn *txn_find_key(struct txn_table *t, const char *key, size_t key_len)
 {
     uint64_t h = hash_bytes(key, key_len);
-    for (uint32_t s = t->buckets[(uint32_t)h & (t->nbuckets - 1)]; s; s = t->slots[s - 1]->hnext) {
+    uint32_t tag = tag_of(h);
+    for (uint32_t s = t->buckets[(uint32_t)h & (t->nbuckets - 1)]; s; s = t->chain[s - 1]) {
+        if (t->tag[s - 1] != tag) continue;
         struct txn *x = t->slots[s - 1];
         if (x->key_hash == h && x->key_len == key_len && memcmp(x->key, key, key_len) == 0)
             return x;

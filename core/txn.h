@@ -23,7 +23,6 @@ enum txn_state {
 struct txn {
     uint32_t slot, gen;
     uint64_t nonce;    /* random bits of our branch (txn_new), checked on responses */
-    uint32_t hnext;    /* private: server-key hash chain (slot + 1, 0 ends) */
     uint64_t key_hash; /* private */
     char *key;         /* private: server transaction key */
     uint16_t key_len;
@@ -83,7 +82,11 @@ struct txn_table {
     uint32_t *free_list;
     uint32_t nfree;
     uint32_t *buckets; /* hash of server key -> slot + 1 */
-    uint32_t nbuckets; /* power of two */
+    uint32_t nbuckets; /* power of two, at least the live transactions */
+    /* by slot: the next slot + 1 on its bucket's chain (0 ends it), and the
+     * high half of its key's hash, so a lookup walks these two compact
+     * arrays and reads a transaction only when its tag matches */
+    uint32_t *chain, *tag;
     uint32_t live;
     uint32_t max;       /* --max-transactions */
     uint64_t bytes;     /* kept by the live transactions: struct, key, request, response */

@@ -145,7 +145,7 @@ static unsigned longest_chain(const struct txn_table *t)
     unsigned worst = 0;
     for (uint32_t b = 0; b < t->nbuckets; b++) {
         unsigned len = 0;
-        for (uint32_t s = t->buckets[b]; s; s = t->slots[s - 1]->hnext)
+        for (uint32_t s = t->buckets[b]; s; s = t->chain[s - 1])
             len++;
         if (len > worst) worst = len;
     }
