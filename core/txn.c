@@ -51,7 +51,7 @@ void txn_table_cleanup(struct txn_table *t)
     free(t->free_list);
     free(t->buckets);
     free(t->chain);
-    free(t->tag);
+    free(t->hash);
     memset(t, 0, sizeof *t);
 }
 
@@ -73,19 +73,17 @@ static int grow(struct txn_table *t)
     if (!s) return -ENOMEM;
     t->slots = s;
     if (realloc_u32(&t->gens, ncap) < 0 || realloc_u32(&t->free_list, ncap) < 0 ||
-        realloc_u32(&t->chain, ncap) < 0 || realloc_u32(&t->tag, ncap) < 0)
+        realloc_u32(&t->chain, ncap) < 0)
         return -ENOMEM;
+    uint64_t *h = realloc(t->hash, ncap * sizeof *h);
+    if (!h) return -ENOMEM;
+    t->hash = h;
     for (uint32_t i = t->cap; i < ncap; i++) {
         t->slots[i] = NULL;
         t->gens[i] = 1;
     }
     t->cap = ncap;
     return 0;
-}
-
-static uint32_t tag_of(uint64_t h)
-{
-    return (uint32_t)(h >> 32);
 }
 
 /* Doubles the buckets once transactions outnumber them, so a chain holds
@@ -97,9 +95,8 @@ static void rehash(struct txn_table *t)
     uint32_t *b = calloc(n, sizeof *b);
     if (!b) return;
     for (uint32_t s = 0; s < t->nslots; s++) {
-        struct txn *x = t->slots[s];
-        if (!x) continue;
-        uint32_t i = (uint32_t)x->key_hash & (n - 1);
+        if (!t->slots[s]) continue;
+        uint32_t i = (uint32_t)t->hash[s] & (n - 1);
         t->chain[s] = b[i];
         b[i] = s + 1;
     }
@@ -160,7 +157,7 @@ struct txn *txn_new(struct txn_table *t, const char *key, size_t key_len)
     x->nonce = random64(t);
     uint32_t b = (uint32_t)x->key_hash & (t->nbuckets - 1);
     t->chain[slot] = t->buckets[b];
-    t->tag[slot] = tag_of(x->key_hash);
+    t->hash[slot] = x->key_hash;
     t->buckets[b] = slot + 1;
     t->slots[slot] = x;
     t->live++;
@@ -202,11 +199,10 @@ void txn_free(struct txn_table *t, struct txn *x)
 struct txn *txn_find_key(struct txn_table *t, const char *key, size_t key_len)
 {
     uint64_t h = hash_bytes(key, key_len);
-    uint32_t tag = tag_of(h);
     for (uint32_t s = t->buckets[(uint32_t)h & (t->nbuckets - 1)]; s; s = t->chain[s - 1]) {
-        if (t->tag[s - 1] != tag) continue;
+        if (t->hash[s - 1] != h) continue;
         struct txn *x = t->slots[s - 1];
-        if (x->key_hash == h && x->key_len == key_len && memcmp(x->key, key, key_len) == 0)
+        if (x->key_len == key_len && memcmp(x->key, key, key_len) == 0)
             return x;
     }
     return NULL;

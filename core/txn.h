@@ -83,10 +83,12 @@ struct txn_table {
     uint32_t nfree;
     uint32_t *buckets; /* hash of server key -> slot + 1 */
     uint32_t nbuckets; /* power of two, at least the live transactions */
-    /* by slot: the next slot + 1 on its bucket's chain (0 ends it), and the
-     * high half of its key's hash, so a lookup walks these two compact
-     * arrays and reads a transaction only when its tag matches */
-    uint32_t *chain, *tag;
+    /* by slot: the next slot + 1 on its bucket's chain (0 ends it), and its
+     * key's hash, so a lookup walks these two compact arrays and reads a
+     * transaction only when the hash matches, and doubling the buckets
+     * reads no transaction at all (a stall of the worker otherwise) */
+    uint32_t *chain;
+    uint64_t *hash;
     uint32_t live;
     uint32_t max;       /* --max-transactions */
     uint64_t bytes;     /* kept by the live transactions: struct, key, request, response */
