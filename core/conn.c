@@ -4,6 +4,7 @@
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <strings.h>
 #include <sys/epoll.h>
 #include <unistd.h>
@@ -507,6 +508,14 @@ int worker_conn_hold(struct worker *w, conn_ref ref, uint64_t until_ms)
     c->hold_until_ms = until_ms;
     if (c->state == CONN_OPEN) conn__arm(w, c); /* a shorter hold may end sooner */
     return 0;
+}
+
+bool worker_conn_unread(struct worker *w, conn_ref ref)
+{
+    struct conn *c = CONN_REF_WORKER(ref) == w->id ? conn__get(w, ref) : NULL;
+    int n = 0;
+    if (!c || c->state != CONN_OPEN) return false;
+    return c->rlen > 0 || (ioctl(c->fd, FIONREAD, &n) == 0 && n > 0);
 }
 
 int worker_conn_peer_ids(struct worker *w, conn_ref ref, struct tls_peer_ids *ids)

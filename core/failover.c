@@ -138,22 +138,31 @@ void failover__arm(struct worker *w, struct txn *x)
     worker_timer_arm(w, &x->t_failover, timeout_ms(w));
 }
 
-/* No response at all came for x, but this worker's own UDP receive queue
- * overflowed within the last --failover-timeout: the answer may be one the
- * worker dropped or has not read yet. Blaming the target would turn the
- * proxy's own overload into 503s for everyone; its OPTIONS probes still
- * judge it. True when x's silence is excused so (counted, logged). */
+/* No response at all came for x, but the worker is behind on what the
+ * target sent: over a stream, bytes from the target wait unread on x's
+ * connection; over UDP, this worker's own receive queue overflowed within
+ * the last --failover-timeout (it may have dropped the answer). Blaming
+ * the target would turn the proxy's own overload into 503s for everyone;
+ * its OPTIONS probes still judge it. True when x's silence is excused so
+ * (counted, logged). */
 static bool own_overflow(struct worker *w, const struct txn *x)
 {
-    uint64_t t = worker_rx_overflow_ms(w);
-    if (!t || w->now_ms - t > timeout_ms(w)) return false;
+    const char *why;
+    uint64_t t;
+    if (x->out_proto != SIP_TRANSPORT_UDP && worker_conn_unread(w, x->out_conn))
+        why = "bytes from it wait unread on its connection";
+    else if (x->out_proto == SIP_TRANSPORT_UDP && (t = worker_rx_overflow_ms(w)) &&
+             w->now_ms - t <= timeout_ms(w))
+        why = "this worker's own UDP receive queue overflowed";
+    else
+        return false;
     char a[NETADDR_STRLEN];
     netaddr_str(&x->out_dst, a, sizeof a);
     STAT_INC(w, failover_excused);
     LOG_RL(LOG_WARN,
-           "no response from %s within --failover-timeout while this worker's own UDP "
-           "receive queue overflowed (it is overloaded): not marked down",
-           a);
+           "no response from %s within --failover-timeout while %s (this worker is "
+           "overloaded): not marked down",
+           a, why);
     return true;
 }
 

@@ -78,8 +78,8 @@ static const struct counter counters[] = {
       "DNS lookups answered from the cache or joined to a query in flight"),
     C("failovers", failovers, "requests sent on to the next SIP Server target"),
     C("failover_excused", failover_excused,
-      "SIP Server targets not marked down for a missing response: this worker's own UDP "
-      "receive queue overflowed meanwhile"),
+      "SIP Server targets not marked down for a missing response: this worker was behind "
+      "on what they sent (unread bytes on the connection, or its UDP queue overflowed)"),
 };
 #undef C
 #undef G

@@ -117,7 +117,7 @@ struct worker_stats {
     _Atomic uint64_t txn_timeouts_invite; /* Timer B or C: INVITE client transactions timed out */
     _Atomic uint64_t txn_timeouts_other;  /* Timer F: non-INVITE ones */
     _Atomic uint64_t failovers;           /* requests sent on to the next SIP Server target */
-    _Atomic uint64_t failover_excused;    /* target's silence excused: own UDP queue overflowed */
+    _Atomic uint64_t failover_excused;    /* target's silence excused: worker behind on its input */
 };
 
 /* Counters have one writer (the owner), so a plain load and store will do. */

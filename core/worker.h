@@ -139,6 +139,11 @@ bool worker_is_private_port(const struct worker *w, unsigned listener, int port)
  * sent. Looks at most once a millisecond. Owner thread. */
 uint64_t worker_rx_overflow_ms(struct worker *w);
 
+/* True when stream connection c of this worker holds bytes from its peer
+ * that the worker has not read or not framed yet (a response may be among
+ * them); false for any other connection. Owner thread. */
+bool worker_conn_unread(struct worker *w, conn_ref c);
+
 /* True once the SIGTERM drain started: stream listeners are closed and the
  * layer above should turn new requests away. Owner thread. */
 bool worker_draining(const struct worker *w);

@@ -192,6 +192,14 @@ bool worker_draining(const struct worker *w)
     return fake.draining;
 }
 
+/* the fake worker reads no socket: nothing waits unread on a connection */
+bool worker_conn_unread(struct worker *w, conn_ref c)
+{
+    (void)w;
+    (void)c;
+    return false;
+}
+
 /* the fake worker reads no socket: its receive queue never overflows */
 uint64_t worker_rx_overflow_ms(struct worker *w)
 {
