@@ -59,7 +59,7 @@ int main(int argc, char **argv)
 
     printf("x25519 key share: %.1f us\n", x25519);
     printf("ecdsa p-256 sign: %.1f us\n", sign);
-    printf("handshake public-key work: %.1f us = %.0f handshakes per CPU-second\n",
-           x25519 + sign, 1e6 / (x25519 + sign));
+    printf("handshake public-key work: %.1f us = %.0f handshakes per CPU-second\n", x25519 + sign,
+           1e6 / (x25519 + sign));
     return 0;
 }

@@ -202,8 +202,7 @@ struct txn *txn_find_key(struct txn_table *t, const char *key, size_t key_len)
     for (uint32_t s = t->buckets[(uint32_t)h & (t->nbuckets - 1)]; s; s = t->chain[s - 1]) {
         if (t->hash[s - 1] != h) continue;
         struct txn *x = t->slots[s - 1];
-        if (x->key_len == key_len && memcmp(x->key, key, key_len) == 0)
-            return x;
+        if (x->key_len == key_len && memcmp(x->key, key, key_len) == 0) return x;
     }
     return NULL;
 }
