@@ -153,11 +153,10 @@ struct txn *txn_new(struct txn_table *t, const char *key, size_t key_len)
     if (t->gens[slot] == 0) t->gens[slot] = 1;
     x->key = k;
     x->key_len = (uint16_t)key_len;
-    x->key_hash = hash_bytes(key, key_len);
     x->nonce = random64(t);
-    uint32_t b = (uint32_t)x->key_hash & (t->nbuckets - 1);
+    t->hash[slot] = hash_bytes(key, key_len);
+    uint32_t b = (uint32_t)t->hash[slot] & (t->nbuckets - 1);
     t->chain[slot] = t->buckets[b];
-    t->hash[slot] = x->key_hash;
     t->buckets[b] = slot + 1;
     t->slots[slot] = x;
     t->live++;
@@ -175,7 +174,7 @@ void txn_rebranch(struct txn_table *t, struct txn *x)
 
 void txn_free(struct txn_table *t, struct txn *x)
 {
-    uint32_t *pp = &t->buckets[(uint32_t)x->key_hash & (t->nbuckets - 1)];
+    uint32_t *pp = &t->buckets[(uint32_t)t->hash[x->slot] & (t->nbuckets - 1)];
     while (*pp && *pp != x->slot + 1)
         pp = &t->chain[*pp - 1];
     if (*pp) *pp = t->chain[x->slot];

@@ -22,9 +22,8 @@ enum txn_state {
  * core/response.c (responses) and core/proxy.c (ACK, CANCEL). */
 struct txn {
     uint32_t slot, gen;
-    uint64_t nonce;    /* random bits of our branch (txn_new), checked on responses */
-    uint64_t key_hash; /* private */
-    char *key;         /* private: server transaction key */
+    uint64_t nonce; /* random bits of our branch (txn_new), checked on responses */
+    char *key;      /* private: server transaction key */
     uint16_t key_len;
 
     uint8_t method; /* enum sip_method of the request */

@@ -163,18 +163,18 @@ int udp__send(struct worker *w, int listener, const struct netaddr *dst, const c
     return 0;
 }
 
-/* A socket's drop count and whether over a quarter of its buffer waits
- * unread (SO_MEMINFO); false when the kernel does not say. */
-static bool meminfo(int fd, uint64_t *drops, bool *full)
+/* Adds a socket's drop count to *drops, and whether over a quarter of its
+ * buffer waits unread to *full (SO_MEMINFO); nothing when the kernel does
+ * not say. */
+static void meminfo(int fd, uint64_t *drops, bool *full)
 {
     uint32_t mi[SK_MEMINFO_VARS];
     socklen_t len = sizeof mi;
     if (fd < 0 || getsockopt(fd, SOL_SOCKET, SO_MEMINFO, mi, &len) < 0 ||
         len < sizeof(uint32_t) * (SK_MEMINFO_DROPS + 1))
-        return false;
+        return;
     *drops += mi[SK_MEMINFO_DROPS];
     *full |= mi[SK_MEMINFO_RMEM_ALLOC] > mi[SK_MEMINFO_RCVBUF] / 4;
-    return true;
 }
 
 uint64_t worker_rx_overflow_ms(struct worker *w)
